@@ -1,0 +1,94 @@
+//! Which traffic keeps a container awake, and where its idle timeout comes
+//! from.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use lightwhale_tests::{
+    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
+    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+};
+
+/// A container that receives a request every second, with a 3 s idle
+/// timeout, must stay awake.
+#[test]
+fn busy_container_stays_awake() -> Result<()> {
+    let daemon = Daemon::start(&[])?;
+    let port = free_port()?;
+    let web = Container::builder("busy", HTTP_COUNTER_IMAGE)
+        .managed("3s")
+        .publish("127.0.0.1", port, 8080)
+        .start()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let first = parse_hits(&wait_for_http(address, STARTUP_TIMEOUT)?)?;
+    let awake = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    assert_eq!(awake["idle_timeout_ms"], 3000, "{awake}");
+
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(12) {
+        thread::sleep(Duration::from_secs(1));
+        requests += 1;
+        let hits = parse_hits(&http_get(address)?)?;
+        assert_eq!(hits, first + requests, "counter restarted");
+
+        let status = daemon
+            .container_status(web.name())?
+            .expect("the daemon stopped listing the container");
+        assert_eq!(
+            status["state"],
+            "awake",
+            "after {:?}: {status}",
+            started.elapsed()
+        );
+        assert_eq!(
+            status["sleeps"],
+            0,
+            "after {:?}: {status}",
+            started.elapsed()
+        );
+    }
+    println!("{requests} requests over {:?}", started.elapsed());
+
+    let status = daemon
+        .container_status(web.name())?
+        .expect("the daemon stopped listing the container");
+    assert_eq!(status["sleeps"], 0, "{status}");
+    assert_eq!(status["wakes"], 0, "{status}");
+    assert!(
+        web.is_running()?,
+        "Docker does not report the container as running"
+    );
+    Ok(())
+}
+
+/// Without an idle-timeout label, the daemon's `--idle-timeout` applies.
+#[test]
+fn cli_timeout_applies_without_label() -> Result<()> {
+    let daemon = Daemon::start(&["--idle-timeout", "3s"])?;
+    let port = free_port()?;
+    let web = Container::builder("cli-timeout", HTTP_COUNTER_IMAGE)
+        .label("lightwhale.enable", "true")
+        .publish("127.0.0.1", port, 8080)
+        .start()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let hits = parse_hits(&wait_for_http(address, STARTUP_TIMEOUT)?)?;
+
+    let awake = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    assert_eq!(awake["idle_timeout_ms"], 3000, "{awake}");
+
+    let asleep = daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
+    println!("asleep: {asleep}");
+    assert!(
+        !web.is_running()?,
+        "Docker still reports the container as running"
+    );
+
+    let started = Instant::now();
+    let body = http_get(address)?;
+    println!("wake as seen by the client: {:?}", started.elapsed());
+    assert_eq!(parse_hits(&body)?, hits + 1, "counter did not continue");
+    Ok(())
+}
