@@ -1,0 +1,242 @@
+//! The daemon: its shared state, its background tasks and its shutdown.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    control,
+    dataplane::DataPlane,
+    docker::{check_engine, Engine},
+    holder,
+    labels::Defaults,
+    registry::Registry,
+    state::State,
+};
+
+/// How often idle containers are looked for.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long shutdown waits for a checkpoint or restore in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(120);
+
+/// Settings of `lightwhale run`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Label defaults: manage all containers, default idle timeout.
+    pub defaults: Defaults,
+    /// Path of the control socket.
+    pub socket: PathBuf,
+}
+
+/// State shared by the daemon's tasks.
+pub struct Daemon {
+    /// The Docker engine.
+    pub engine: Engine,
+    /// Label defaults.
+    pub defaults: Defaults,
+    /// Known containers.
+    registry: Mutex<Registry>,
+    /// The eBPF programs and maps; `None` once shutdown released them.
+    data_plane: Mutex<Option<DataPlane>>,
+    /// Cancelled when the daemon stops.
+    shutdown: CancellationToken,
+}
+
+impl Daemon {
+    /// Locks the registry.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the data plane.
+    ///
+    /// # Panics
+    ///
+    /// After shutdown released it; tasks that use it have stopped by then.
+    pub fn data_plane(&self) -> DataPlaneGuard<'_> {
+        DataPlaneGuard(self.data_plane.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Returns whether shutdown started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// The token cancelled at shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// A locked data plane.
+pub struct DataPlaneGuard<'a>(MutexGuard<'a, Option<DataPlane>>);
+
+impl std::ops::Deref for DataPlaneGuard<'_> {
+    type Target = DataPlane;
+    fn deref(&self) -> &DataPlane {
+        self.0.as_ref().expect("data plane used after shutdown")
+    }
+}
+
+impl std::ops::DerefMut for DataPlaneGuard<'_> {
+    fn deref_mut(&mut self) -> &mut DataPlane {
+        self.0.as_mut().expect("data plane used after shutdown")
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("lightwhale run must run as root: it loads eBPF programs and checkpoints containers");
+    }
+
+    let engine = Engine::connect().await.context("cannot connect to the Docker engine")?;
+    check_engine(&engine).await?;
+
+    let control_listener = control::bind(&settings.socket).await?;
+    let mut data_plane = DataPlane::load()?;
+    let holder_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the holder's listener")?;
+    data_plane.set_holder(&holder_listener)?;
+    info!(holder = %holder_listener.local_addr()?, pins = lightwhale_common::pins::DIR, "data plane ready");
+
+    let daemon = Arc::new(Daemon {
+        engine,
+        defaults: settings.defaults.clone(),
+        registry: Mutex::new(Registry::default()),
+        data_plane: Mutex::new(Some(data_plane)),
+        shutdown: CancellationToken::new(),
+    });
+    daemon.resync().await.context("cannot list containers")?;
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(holder::serve(daemon.clone(), holder_listener));
+    tasks.spawn(control::serve(daemon.clone(), control_listener));
+    tasks.spawn(follow_events(daemon.clone()));
+    tasks.spawn(watch_idle(daemon.clone()));
+    info!(
+        manage_all = settings.defaults.manage_all,
+        idle_timeout = %humantime::format_duration(settings.defaults.idle_timeout),
+        socket = %settings.socket.display(),
+        "lightwhale running"
+    );
+
+    wait_for_signal().await?;
+    info!("stopping");
+    daemon.shutdown.cancel();
+    tasks.shutdown().await;
+
+    // Let a checkpoint or restore in progress finish, so no container is
+    // left half-done.
+    for container in daemon.registry().all() {
+        let wait = container.operation.clone().lock_owned();
+        if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
+            warn!(id = %container.id, "an operation still runs after the grace period");
+        }
+    }
+
+    let asleep: Vec<String> = daemon
+        .registry()
+        .all()
+        .into_iter()
+        .filter(|container| container.record().state == State::Asleep)
+        .map(|container| container.record().info.name.clone())
+        .collect();
+    if !asleep.is_empty() {
+        info!(
+            containers = %asleep.join(", "),
+            "these containers stay asleep with their checkpoints; start lightwhale again to serve them, \
+             or restore one with `docker start --checkpoint <checkpoint> <name>`"
+        );
+    }
+
+    // Dropping the data plane detaches every program and removes the pins.
+    drop(daemon.data_plane.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
+    control::remove(&settings.socket);
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Follows Docker's container events, and resynchronises the whole
+/// inventory after the event stream broke.
+async fn follow_events(daemon: Arc<Daemon>) {
+    use futures_util::StreamExt as _;
+
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let mut events = Box::pin(daemon.engine.container_events());
+        loop {
+            let event = tokio::select! {
+                _ = daemon.shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(event)) => {
+                    retry = Duration::from_millis(500);
+                    if let Some(id) = event.actor.and_then(|actor| actor.id) {
+                        daemon.refresh(&id).await;
+                    }
+                }
+                Some(Err(error)) => {
+                    warn!(%error, "Docker event stream failed");
+                    break;
+                }
+                None => {
+                    warn!("Docker event stream ended");
+                    break;
+                }
+            }
+        }
+
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(Duration::from_secs(30));
+        if let Err(error) = daemon.resync().await {
+            warn!(%error, "cannot resynchronise with the Docker engine; retrying");
+        }
+    }
+}
+
+/// Puts idle containers to sleep.
+async fn watch_idle(daemon: Arc<Daemon>) {
+    let mut interval = tokio::time::interval(IDLE_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        for container in daemon.idle_containers() {
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                // Errors are logged where they happen.
+                let _ = daemon.sleep(&container).await;
+            });
+        }
+    }
+}

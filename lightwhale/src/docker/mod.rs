@@ -1,0 +1,12 @@
+//! Everything lightwhale asks of the Docker engine: the inventory of
+//! containers, checkpoints and restores, memory use, and the checks that the
+//! engine can checkpoint at all.
+
+pub(crate) mod engine;
+mod inventory;
+mod preflight;
+mod restore;
+
+pub use engine::{Engine, EngineError};
+pub use inventory::{ContainerInfo, Endpoint, NetworkMode, PublishedPort};
+pub use preflight::check_engine;

@@ -1,0 +1,138 @@
+//! The holder: accepts the connections that the sk_lookup program steers to
+//! it, wakes their container and relays the bytes.
+
+use std::{
+    io,
+    net::{SocketAddr, SocketAddrV4},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tracing::{debug, info, warn};
+
+use crate::{daemon::Daemon, lifecycle::short};
+
+/// How long the holder retries connecting to a woken container.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Size of the relay buffer for the first response bytes.
+const FIRST_READ_BUFFER: usize = 16 * 1024;
+
+/// Accepts held connections until shutdown.
+pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
+    let shutdown = daemon.shutdown_token();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle(daemon.clone(), stream, peer));
+            }
+            Err(error) => {
+                warn!(%error, "holder accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
+    let local = match client.local_addr() {
+        Ok(SocketAddr::V4(local)) => local,
+        other => {
+            debug!(%peer, ?other, "rejected held connection without an IPv4 destination");
+            return;
+        }
+    };
+    let Some((container, port)) = daemon.held_target(local) else {
+        debug!(%peer, %local, "rejected connection to an address that no sleeping container publishes");
+        return;
+    };
+    let name = container.record().info.name.clone();
+    let id = short(&container.id).to_owned();
+    debug!(container = %name, id = %id, %peer, port = local.port(), "holding connection");
+
+    let info = match daemon.wake(&container).await {
+        Ok(info) => info,
+        Err(error) => {
+            warn!(container = %name, id = %id, %peer, port = local.port(), cause = %error, "closing held connection: wake failed");
+            return;
+        }
+    };
+    let Some(address) = info.forward_address() else {
+        warn!(container = %name, id = %id, "closing held connection: container has no IPv4 address");
+        return;
+    };
+    let target = SocketAddrV4::new(address, port.container_port);
+    let upstream = match connect(target).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            warn!(container = %name, id = %id, %target, %error, "closing held connection: cannot reach container");
+            return;
+        }
+    };
+
+    match relay(client, upstream).await {
+        Ok(Some(first_byte)) => info!(
+            container = %name,
+            id = %id,
+            %peer,
+            port = local.port(),
+            first_byte_ms = first_byte.duration_since(accepted).as_millis() as u64,
+            "served held connection"
+        ),
+        Ok(None) => debug!(container = %name, id = %id, %peer, "held connection closed without a response"),
+        Err(error) => debug!(container = %name, id = %id, %peer, %error, "held connection ended with an error"),
+    }
+}
+
+async fn connect(target: SocketAddrV4) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match TcpStream::connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if Instant::now() >= deadline => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Copies bytes both ways until both sides finished sending, and returns
+/// when the container's first byte reached the client.
+async fn relay(client: TcpStream, upstream: TcpStream) -> io::Result<Option<Instant>> {
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+
+    let to_container = async {
+        let copied = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+        let _ = upstream_write.shutdown().await;
+        copied
+    };
+    let to_client = async {
+        let mut buffer = vec![0; FIRST_READ_BUFFER];
+        let read = upstream_read.read(&mut buffer).await?;
+        if read == 0 {
+            let _ = client_write.shutdown().await;
+            return Ok(None);
+        }
+        client_write.write_all(&buffer[..read]).await?;
+        let first_byte = Instant::now();
+        drop(buffer);
+        tokio::io::copy(&mut upstream_read, &mut client_write).await?;
+        let _ = client_write.shutdown().await;
+        Ok::<_, io::Error>(Some(first_byte))
+    };
+
+    let (sent, received) = tokio::join!(to_container, to_client);
+    let first_byte = received?;
+    sent?;
+    Ok(first_byte)
+}

@@ -1,0 +1,207 @@
+//! Container labels that decide whether and how lightwhale manages a
+//! container.
+
+use std::{collections::HashMap, time::Duration};
+
+use thiserror::Error;
+
+/// `true` opts a container in, `false` opts it out of `run --all`.
+pub const ENABLE: &str = "lightwhale.enable";
+/// Idle time before the container is put to sleep, in humantime form
+/// (`30s`, `10m`); overrides the daemon's `--idle-timeout`.
+pub const IDLE_TIMEOUT: &str = "lightwhale.idle-timeout";
+/// Marks containers and images that the project's own tests create, with
+/// `lightwhale.test.*` labels of their own; ignored here.
+pub const TEST: &str = "lightwhale.test";
+
+const PREFIX: &str = "lightwhale.";
+const KNOWN: [&str; 3] = [ENABLE, IDLE_TIMEOUT, TEST];
+
+/// Shortest idle timeout accepted. Below it a container would be
+/// checkpointed between two requests of an ordinary client.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest idle timeout accepted, to catch typos such as `10d` for `10m`.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Daemon-wide settings that labels refine.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// Manage every container unless it opts out (`run --all`).
+    pub manage_all: bool,
+    /// Idle timeout for containers without their own label.
+    pub idle_timeout: Duration,
+}
+
+/// How lightwhale treats one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Management {
+    /// Watched, put to sleep after `idle_timeout` without traffic.
+    Managed { idle_timeout: Duration },
+    /// Not opted in, or opted out: never touched.
+    Unmanaged,
+    /// Opted in with labels that do not parse: left alone, with the reason
+    /// shown by `lightwhale status`.
+    Invalid(LabelError),
+}
+
+/// A label value that lightwhale cannot use.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum LabelError {
+    /// The enable label is neither `true` nor `false`.
+    #[error("invalid label {ENABLE}={value:?}: expected true or false")]
+    InvalidEnable { value: String },
+    /// The idle timeout is not a humantime duration.
+    #[error("invalid label {IDLE_TIMEOUT}={value:?}: {cause}; use a duration such as 30s or 10m")]
+    InvalidDuration { value: String, cause: String },
+    /// The idle timeout is outside the accepted range.
+    #[error(
+        "invalid label {IDLE_TIMEOUT}={value:?}: must be between {} and {}",
+        humantime::format_duration(MIN_IDLE_TIMEOUT),
+        humantime::format_duration(MAX_IDLE_TIMEOUT)
+    )]
+    TimeoutOutOfRange { value: String },
+    /// A `lightwhale.*` label that this version does not know, most likely
+    /// a typo that would otherwise be ignored silently.
+    #[error("unknown label {label:?}: known labels are {}", KNOWN.join(", "))]
+    UnknownLabel { label: String },
+}
+
+/// Decides how to treat a container from its labels.
+pub fn management(labels: &HashMap<String, String>, defaults: &Defaults) -> Management {
+    let enabled = match labels.get(ENABLE).map(String::as_str) {
+        None => defaults.manage_all,
+        Some("true") => true,
+        Some("false") => false,
+        Some(value) => {
+            return Management::Invalid(LabelError::InvalidEnable {
+                value: value.to_owned(),
+            })
+        }
+    };
+    if !enabled {
+        return Management::Unmanaged;
+    }
+
+    let mut unknown: Vec<&String> = labels
+        .keys()
+        .filter(|key| key.starts_with(PREFIX) && !is_known(key))
+        .collect();
+    unknown.sort();
+    if let Some(label) = unknown.first() {
+        return Management::Invalid(LabelError::UnknownLabel {
+            label: (*label).clone(),
+        });
+    }
+
+    match labels.get(IDLE_TIMEOUT) {
+        None => Management::Managed {
+            idle_timeout: defaults.idle_timeout,
+        },
+        Some(value) => match parse_idle_timeout(value) {
+            Ok(idle_timeout) => Management::Managed { idle_timeout },
+            Err(error) => Management::Invalid(error),
+        },
+    }
+}
+
+fn is_known(label: &str) -> bool {
+    KNOWN.contains(&label) || label.strip_prefix(TEST).is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// Parses an idle timeout and checks that it is within the accepted range.
+pub fn parse_idle_timeout(value: &str) -> Result<Duration, LabelError> {
+    let duration = humantime::parse_duration(value.trim()).map_err(|error| LabelError::InvalidDuration {
+        value: value.to_owned(),
+        cause: error.to_string(),
+    })?;
+    if !(MIN_IDLE_TIMEOUT..=MAX_IDLE_TIMEOUT).contains(&duration) {
+        return Err(LabelError::TimeoutOutOfRange {
+            value: value.to_owned(),
+        });
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    const DEFAULTS: Defaults = Defaults {
+        manage_all: false,
+        idle_timeout: Duration::from_secs(600),
+    };
+
+    #[test]
+    fn unlabelled_container_is_unmanaged() {
+        assert_eq!(management(&labels(&[]), &DEFAULTS), Management::Unmanaged);
+    }
+
+    #[test]
+    fn enable_label_uses_default_timeout() {
+        let result = management(&labels(&[(ENABLE, "true")]), &DEFAULTS);
+        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(600) });
+    }
+
+    #[test]
+    fn manage_all_respects_opt_out() {
+        let all = Defaults { manage_all: true, ..DEFAULTS };
+        assert_eq!(
+            management(&labels(&[]), &all),
+            Management::Managed { idle_timeout: Duration::from_secs(600) }
+        );
+        assert_eq!(management(&labels(&[(ENABLE, "false")]), &all), Management::Unmanaged);
+    }
+
+    #[test]
+    fn idle_timeout_label_overrides_default() {
+        let result = management(&labels(&[(ENABLE, "true"), (IDLE_TIMEOUT, "30s")]), &DEFAULTS);
+        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(30) });
+        let result = management(&labels(&[(ENABLE, "true"), (IDLE_TIMEOUT, "10m")]), &DEFAULTS);
+        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(600) });
+    }
+
+    #[test]
+    fn bad_labels_are_invalid() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[(ENABLE, "yes")], "expected true or false"),
+            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "soon")], "use a duration"),
+            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "10")], "use a duration"),
+            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "0s")], "must be between"),
+            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "400d")], "must be between"),
+            (&[(ENABLE, "true"), ("lightwhale.idle-timout", "3s")], "unknown label"),
+        ];
+        for (pairs, expected) in cases {
+            match management(&labels(pairs), &DEFAULTS) {
+                Management::Invalid(error) => {
+                    let message = error.to_string();
+                    assert!(message.contains(expected), "{pairs:?}: {message}");
+                }
+                other => panic!("{pairs:?} was accepted as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_label_ignored_when_unmanaged() {
+        assert_eq!(
+            management(&labels(&[("lightwhale.whatever", "1")]), &DEFAULTS),
+            Management::Unmanaged
+        );
+    }
+
+    #[test]
+    fn test_label_is_known() {
+        let result = management(
+            &labels(&[(ENABLE, "true"), (TEST, "1"), ("lightwhale.test.fingerprint", "x")]),
+            &DEFAULTS,
+        );
+        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(600) });
+    }
+}

@@ -1,0 +1,18 @@
+//! Lightwhale frees the memory of idle Docker containers by checkpointing
+//! them with CRIU, and restores them when a client connects.
+
+pub mod cli;
+pub mod clock;
+pub mod control;
+pub mod daemon;
+pub mod dataplane;
+pub mod docker;
+pub mod holder;
+pub mod idle;
+pub mod labels;
+pub mod lifecycle;
+pub mod registry;
+pub mod state;
+pub mod status;
+mod sync;
+pub mod veth;

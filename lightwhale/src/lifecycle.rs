@@ -1,0 +1,331 @@
+//! Putting a container to sleep and waking it up.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tracing::{error, info, warn};
+
+use crate::{
+    clock::monotonic_ns,
+    daemon::Daemon,
+    docker::{engine::new_checkpoint_name, ContainerInfo, EngineError, PublishedPort},
+    idle::retry_delay,
+    registry::Container,
+    state::{InvalidTransition, State, Transition},
+    veth,
+};
+
+/// How long a restored container may take to accept connections on its
+/// published ports before the wake counts as failed.
+pub const WAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a sleep or wake did not happen.
+#[derive(Debug, Error)]
+pub enum LifecycleError {
+    /// The container is not in a state that allows the operation.
+    #[error("{name} is {state:?}, not {expected}")]
+    WrongState { name: String, state: State, expected: &'static str },
+    /// The container cannot be managed at all.
+    #[error("{name} is not manageable: {reason}")]
+    Unmanageable { name: String, reason: String },
+    /// A Docker call failed.
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// The eBPF maps could not be updated.
+    #[error("{0}")]
+    DataPlane(#[from] crate::dataplane::DataPlaneError),
+    /// The restored container did not accept connections in time.
+    #[error("{name}: port {port} did not accept connections within {}", humantime::format_duration(*.limit))]
+    PortTimeout { name: String, port: u16, limit: Duration },
+    /// The container vanished or stopped during the operation.
+    #[error("{0}")]
+    Gone(String),
+    /// The daemon is shutting down.
+    #[error("lightwhale is shutting down")]
+    ShuttingDown,
+    /// An internal state error.
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+}
+
+/// What a completed sleep did.
+#[derive(Debug, Clone)]
+pub struct SleepReport {
+    /// Memory use just before the checkpoint, in bytes.
+    pub memory_freed: Option<u64>,
+    /// How long the checkpoint took.
+    pub elapsed: Duration,
+}
+
+impl Daemon {
+    /// Checkpoints an awake container and stops it. Its published ports are
+    /// held before the checkpoint starts, so that connections arriving
+    /// meanwhile wait for the next wake instead of being refused.
+    pub async fn sleep(&self, container: &Arc<Container>) -> Result<SleepReport, LifecycleError> {
+        let _operation = container.operation.clone().lock_owned().await;
+        if self.is_shutting_down() {
+            return Err(LifecycleError::ShuttingDown);
+        }
+        let slot = managed_slot(container)?;
+
+        let (name, ports) = {
+            let mut record = container.record();
+            let name = record.info.name.clone();
+            if record.state != State::Awake {
+                return Err(LifecycleError::WrongState { name, state: record.state, expected: "awake" });
+            }
+            record.state = record.state.next(Transition::BeginSleep)?;
+            record.held_ports = record.info.ports.clone();
+            (name, record.held_ports.clone())
+        };
+        let short_id = short(&container.id);
+
+        // `docker stats` of a running container; the value is only shown.
+        let memory = match self.engine.memory_usage(&container.id).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                warn!(container = %name, id = %short_id, %error, "cannot read memory use before sleeping");
+                None
+            }
+        };
+
+        if let Err(error) = self.data_plane().hold_ports(slot, &ports) {
+            self.data_plane().release_ports(&ports);
+            let mut record = container.record();
+            record.state = record.state.next(Transition::AbortSleep)?;
+            return Err(error.into());
+        }
+
+        let checkpoint = new_checkpoint_name();
+        let started = Instant::now();
+        info!(container = %name, id = %short_id, %checkpoint, ports = ports.len(), "sleeping");
+        let result = self.engine.checkpoint(&container.id, &checkpoint).await;
+        let elapsed = started.elapsed();
+
+        match result {
+            Ok(()) => {
+                let interfaces = {
+                    let mut record = container.record();
+                    record.state = record.state.next(Transition::FinishSleep)?;
+                    record.checkpoint = Some(checkpoint);
+                    record.sleeps += 1;
+                    record.memory_freed = memory;
+                    record.last_sleep = Some(elapsed);
+                    record.sleep_failures = 0;
+                    record.last_error = None;
+                    std::mem::take(&mut record.interfaces)
+                };
+                let mut data_plane = self.data_plane();
+                for ifindex in interfaces {
+                    data_plane.detach_interface(ifindex);
+                }
+                drop(data_plane);
+                info!(
+                    container = %name,
+                    id = %short_id,
+                    memory_freed_bytes = memory.unwrap_or(0),
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "slept"
+                );
+                Ok(SleepReport { memory_freed: memory, elapsed })
+            }
+            Err(error) => {
+                self.data_plane().release_ports(&ports);
+                {
+                    let mut record = container.record();
+                    record.state = record.state.next(Transition::AbortSleep)?;
+                    record.sleep_failures += 1;
+                    let delay = retry_delay(record.sleep_failures);
+                    record.next_sleep_attempt_ns = monotonic_ns() + delay.as_nanos() as u64;
+                    record.last_error = Some(format!("checkpoint failed: {error}"));
+                    error!(
+                        container = %name,
+                        id = %short_id,
+                        cause = %error,
+                        retry_in = %humantime::format_duration(delay),
+                        "sleep failed"
+                    );
+                }
+                // A failed checkpoint may still have stopped the container.
+                self.refresh(&container.id).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Restores a sleeping container and waits until its published ports
+    /// accept connections. Returns at once for an awake container; callers
+    /// that arrive during a restore wait for it and share its result.
+    pub async fn wake(&self, container: &Arc<Container>) -> Result<ContainerInfo, LifecycleError> {
+        let _operation = container.operation.clone().lock_owned().await;
+        let slot = managed_slot(container)?;
+
+        let (name, checkpoint, ports) = {
+            let mut record = container.record();
+            let name = record.info.name.clone();
+            match record.state {
+                State::Awake => return Ok(record.info.clone()),
+                State::Asleep => {}
+                state => return Err(LifecycleError::WrongState { name, state, expected: "asleep" }),
+            }
+            let Some(checkpoint) = record.checkpoint.clone() else {
+                return Err(LifecycleError::Gone(format!("{name} is asleep without a checkpoint")));
+            };
+            record.state = record.state.next(Transition::BeginWake)?;
+            (name, checkpoint, record.held_ports.clone())
+        };
+        let short_id = short(&container.id);
+        let started = Instant::now();
+        info!(container = %name, id = %short_id, %checkpoint, "waking");
+
+        if let Err(error) = self.engine.restore(&container.id, &checkpoint).await {
+            let mut record = container.record();
+            record.state = record.state.next(Transition::FailWake)?;
+            record.last_error = Some(format!("restore from {checkpoint} failed: {error}"));
+            error!(container = %name, id = %short_id, %checkpoint, cause = %error, "wake failed");
+            return Err(error.into());
+        }
+
+        // From here on the container runs: whatever happens, it is awake and
+        // its ports are no longer held.
+        let result = self.finish_wake(container, slot, &name, &ports).await;
+        let elapsed = started.elapsed();
+        self.data_plane().release_ports(&ports);
+        {
+            let mut record = container.record();
+            record.state = record.state.next(Transition::FinishWake)?;
+            record.awake_since_ns = monotonic_ns();
+            record.wakes += 1;
+            record.last_wake = Some(elapsed);
+            if let Ok(info) = &result {
+                record.info = info.0.clone();
+                record.interfaces = info.1.clone();
+                record.last_error = None;
+            }
+        }
+        match result {
+            Ok((info, _)) => {
+                info!(container = %name, id = %short_id, elapsed_ms = elapsed.as_millis() as u64, "woke");
+                self.remove_old_checkpoints(container.id.clone(), name, checkpoint);
+                Ok(info)
+            }
+            Err(error) => {
+                container.record().last_error = Some(error.to_string());
+                error!(container = %name, id = %short_id, cause = %error, "wake failed after restore");
+                Err(error)
+            }
+        }
+    }
+
+    /// Inspects the restored container, counts its traffic again and waits
+    /// for its ports.
+    async fn finish_wake(
+        &self,
+        container: &Container,
+        slot: u32,
+        name: &str,
+        ports: &[PublishedPort],
+    ) -> Result<(ContainerInfo, Vec<u32>), LifecycleError> {
+        let info = self
+            .engine
+            .inspect(&container.id)
+            .await?
+            .ok_or_else(|| LifecycleError::Gone(format!("{name} was removed during its restore")))?;
+        if !info.running {
+            return Err(LifecycleError::Gone(format!("{name} exited right after its restore")));
+        }
+        let interfaces = self.attach_interfaces(&info, slot, &[]);
+        let address = info
+            .forward_address()
+            .ok_or_else(|| LifecycleError::Gone(format!("{name} has no IPv4 address after its restore")))?;
+        for port in ports {
+            wait_until_accepting(name, address, port.container_port, WAKE_TIMEOUT).await?;
+        }
+        Ok((info, interfaces))
+    }
+
+    /// Starts counting traffic on a running container's interfaces and stops
+    /// counting on interfaces it no longer has. Returns the interfaces now
+    /// counted.
+    pub fn attach_interfaces(&self, info: &ContainerInfo, slot: u32, previous: &[u32]) -> Vec<u32> {
+        let Some(pid) = info.pid else {
+            return Vec::new();
+        };
+        let macs: Vec<String> = info.endpoints.iter().filter_map(|endpoint| endpoint.mac.clone()).collect();
+        let current = veth::host_interfaces(pid, &macs);
+        if current.is_empty() && !macs.is_empty() {
+            warn!(container = %info.name, id = %info.short_id(), "host-side interfaces not found; its traffic is not counted");
+        }
+        let mut data_plane = self.data_plane();
+        for ifindex in previous.iter().filter(|ifindex| !current.contains(ifindex)) {
+            data_plane.detach_interface(*ifindex);
+        }
+        let mut attached = Vec::new();
+        for ifindex in current {
+            match data_plane.attach_interface(ifindex, slot) {
+                Ok(()) => attached.push(ifindex),
+                Err(error) => {
+                    warn!(container = %info.name, id = %info.short_id(), ifindex, %error, "cannot count traffic on interface")
+                }
+            }
+        }
+        attached
+    }
+
+    /// Deletes the container's older lightwhale checkpoints in the
+    /// background, keeping the one it was just restored from.
+    fn remove_old_checkpoints(&self, id: String, name: String, keep: String) {
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let checkpoints = match engine.lightwhale_checkpoints(&id).await {
+                Ok(checkpoints) => checkpoints,
+                Err(error) => {
+                    warn!(container = %name, %error, "cannot list checkpoints");
+                    return;
+                }
+            };
+            for checkpoint in checkpoints.into_iter().filter(|checkpoint| *checkpoint != keep) {
+                if let Err(error) = engine.delete_checkpoint(&id, &checkpoint).await {
+                    warn!(container = %name, %checkpoint, %error, "cannot delete old checkpoint");
+                }
+            }
+        });
+    }
+}
+
+fn managed_slot(container: &Container) -> Result<u32, LifecycleError> {
+    let record = container.record();
+    match (container.slot, &record.unmanageable) {
+        (Some(slot), None) => Ok(slot),
+        (_, reason) => Err(LifecycleError::Unmanageable {
+            name: record.info.name.clone(),
+            reason: reason.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// Connects to `address:port` until it accepts, or `limit` passed.
+async fn wait_until_accepting(name: &str, address: Ipv4Addr, port: u16, limit: Duration) -> Result<(), LifecycleError> {
+    let deadline = Instant::now() + limit;
+    let target = SocketAddrV4::new(address, port);
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await;
+        if let Ok(Ok(_stream)) = attempt {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LifecycleError::PortTimeout { name: name.to_owned(), port, limit });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Returns the 12-character id that Docker shows.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

@@ -1,0 +1,253 @@
+//! Keeping the registry in step with what the Docker engine reports.
+
+use std::{collections::HashSet, net::SocketAddrV4, sync::Arc};
+
+use tracing::{debug, info, warn};
+
+use crate::{
+    clock::monotonic_ns,
+    daemon::Daemon,
+    docker::{ContainerInfo, PublishedPort},
+    idle,
+    labels::{self, Management},
+    lifecycle::short,
+    registry::{Container, Record},
+    state::{State, Transition},
+};
+
+impl Daemon {
+    /// Re-reads every container from the engine and forgets those that are
+    /// gone.
+    pub async fn resync(&self) -> Result<(), crate::docker::EngineError> {
+        let ids = self.engine.container_ids().await?;
+        let live: HashSet<&String> = ids.iter().collect();
+        let known: Vec<String> = self.registry().all().into_iter().map(|c| c.id.clone()).collect();
+        for id in known.iter().filter(|id| !live.contains(id)) {
+            self.forget(id);
+        }
+        for id in &ids {
+            self.refresh(id).await;
+        }
+        Ok(())
+    }
+
+    /// Re-reads one container from the engine and updates the registry.
+    pub async fn refresh(&self, id: &str) {
+        let info = match self.engine.inspect(id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                self.forget(id);
+                return;
+            }
+            Err(error) => {
+                warn!(id = %short(id), %error, "cannot inspect container");
+                return;
+            }
+        };
+
+        let idle_timeout = match labels::management(&info.labels, &self.defaults) {
+            Management::Unmanaged => {
+                self.forget(id);
+                return;
+            }
+            Management::Invalid(error) => {
+                self.track_unmanageable(info, error.to_string());
+                return;
+            }
+            Management::Managed { idle_timeout } => idle_timeout,
+        };
+        if let Some(reason) = info.unmanageable_reason() {
+            self.track_unmanageable(info, reason);
+            return;
+        }
+
+        let existing = self.registry().get(id);
+        match existing {
+            Some(container) => self.update(&container, info),
+            None => self.track_managed(info, idle_timeout).await,
+        }
+    }
+
+    /// Adds a managed container seen for the first time. A stopped one that
+    /// has a lightwhale checkpoint is asleep: it was put to sleep by an
+    /// earlier run of the daemon.
+    async fn track_managed(&self, info: ContainerInfo, idle_timeout: std::time::Duration) {
+        let checkpoint = if info.running {
+            None
+        } else {
+            match self.engine.lightwhale_checkpoints(&info.id).await {
+                Ok(checkpoints) => checkpoints.last().cloned(),
+                Err(error) => {
+                    warn!(container = %info.name, id = %info.short_id(), %error, "cannot list checkpoints");
+                    None
+                }
+            }
+        };
+        let state = match (info.running, &checkpoint) {
+            (true, _) => State::Awake,
+            (false, Some(_)) => State::Asleep,
+            (false, None) => State::Stopped,
+        };
+
+        let slot = self.registry().allocate_slot();
+        if let Err(error) = self.data_plane().add_container(slot) {
+            warn!(container = %info.name, id = %info.short_id(), %error, "cannot create activity counters");
+        }
+        let interfaces = match state {
+            State::Awake => self.attach_interfaces(&info, slot, &[]),
+            _ => Vec::new(),
+        };
+        if state == State::Asleep {
+            if let Err(error) = self.data_plane().hold_ports(slot, &info.ports) {
+                warn!(container = %info.name, id = %info.short_id(), %error, "cannot hold ports");
+            }
+        }
+
+        let mut record = Record::new(info.clone(), idle_timeout, state, monotonic_ns());
+        record.interfaces = interfaces;
+        record.checkpoint = checkpoint;
+        if state == State::Asleep {
+            record.held_ports = info.ports.clone();
+        }
+        info!(
+            container = %info.name,
+            id = %info.short_id(),
+            state = ?state,
+            idle_timeout = %humantime::format_duration(idle_timeout),
+            "managing container"
+        );
+        let container = Arc::new(Container::new(info.id.clone(), Some(slot), record));
+        self.registry().insert(container);
+    }
+
+    /// Applies a change reported by the engine to a known container.
+    fn update(&self, container: &Arc<Container>, info: ContainerInfo) {
+        let Some(slot) = container.slot else {
+            return;
+        };
+        let mut record = container.record();
+        let before = record.state;
+        let transition = if info.running { Transition::Started } else { Transition::Died };
+        let after = match before.next(transition) {
+            Ok(after) => after,
+            Err(error) => {
+                debug!(container = %info.name, %error, "ignoring event");
+                return;
+            }
+        };
+        record.state = after;
+        if info.name != record.info.name {
+            info!(container = %info.name, old_name = %record.info.name, "container renamed");
+        }
+
+        match (before, after) {
+            (State::Asleep, State::Awake) => {
+                // Started without its checkpoint by someone else.
+                warn!(container = %info.name, id = %info.short_id(), "started outside lightwhale while asleep; releasing its ports");
+                let held = std::mem::take(&mut record.held_ports);
+                self.data_plane().release_ports(&held);
+                record.checkpoint = None;
+                record.awake_since_ns = monotonic_ns();
+            }
+            (State::Stopped, State::Awake) => record.awake_since_ns = monotonic_ns(),
+            (State::Awake, State::Stopped) => {
+                let interfaces = std::mem::take(&mut record.interfaces);
+                let mut data_plane = self.data_plane();
+                for ifindex in interfaces {
+                    data_plane.detach_interface(ifindex);
+                }
+            }
+            _ => {}
+        }
+
+        // Sleeping and waking containers are updated by the operation itself.
+        if before.holds_ports() && after != State::Awake {
+            return;
+        }
+        if after == State::Awake {
+            let previous = record.interfaces.clone();
+            record.interfaces = self.attach_interfaces(&info, slot, &previous);
+        }
+        record.info = info;
+    }
+
+    /// Lists a container that asked to be managed and cannot be.
+    fn track_unmanageable(&self, info: ContainerInfo, reason: String) {
+        let id = info.id.clone();
+        if let Some(existing) = self.registry().get(&id) {
+            existing.record().info = info;
+            return;
+        }
+        warn!(container = %info.name, id = %info.short_id(), %reason, "not managing container");
+        let mut record = Record::new(info, self.defaults.idle_timeout, State::Stopped, monotonic_ns());
+        record.unmanageable = Some(reason);
+        self.registry().insert(Arc::new(Container::new(id, None, record)));
+    }
+
+    /// Removes a container that no longer exists.
+    fn forget(&self, id: &str) {
+        let Some(container) = self.registry().remove(id) else {
+            return;
+        };
+        let record = container.record();
+        info!(container = %record.info.name, id = %short(id), "container removed");
+        if let Some(slot) = container.slot {
+            let mut data_plane = self.data_plane();
+            for ifindex in &record.interfaces {
+                data_plane.detach_interface(*ifindex);
+            }
+            data_plane.remove_container(slot);
+        }
+    }
+
+    /// Returns the awake containers that have been idle for their timeout
+    /// and have no operation in progress.
+    pub fn idle_containers(&self) -> Vec<Arc<Container>> {
+        let now = monotonic_ns();
+        let mut idle = Vec::new();
+        for container in self.registry().all() {
+            let Some(slot) = container.slot else {
+                continue;
+            };
+            if container.operation.try_lock().is_err() {
+                continue;
+            }
+            let activity = self.data_plane().activity(slot);
+            let record = container.record();
+            if record.state != State::Awake || record.unmanageable.is_some() || now < record.next_sleep_attempt_ns {
+                continue;
+            }
+            let idle_for = idle::idle_for(now, activity.last_seen_ns, record.awake_since_ns);
+            if idle::should_sleep(idle_for, record.idle_timeout) {
+                idle.push(container.clone());
+            }
+        }
+        idle
+    }
+
+    /// Finds the managed container and port that a connection accepted by
+    /// the holder was meant for, from its local (original destination)
+    /// address. Only published ports of managed containers match, so the
+    /// holder cannot be used to reach anything else.
+    pub fn held_target(&self, local: SocketAddrV4) -> Option<(Arc<Container>, PublishedPort)> {
+        for container in self.registry().all() {
+            if container.slot.is_none() {
+                continue;
+            }
+            let record = container.record();
+            let port = record
+                .held_ports
+                .iter()
+                .chain(record.info.ports.iter())
+                .find(|port| {
+                    port.host_port == local.port() && (port.host_ip.is_unspecified() || port.host_ip == *local.ip())
+                })
+                .cloned();
+            drop(record);
+            if let Some(port) = port {
+                return Some((container, port));
+            }
+        }
+        None
+    }
+}
