@@ -73,6 +73,8 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // The log is a file, so colour escape codes would only clutter it.
+        command.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info,lightwhale=debug");
         }
