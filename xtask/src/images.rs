@@ -380,6 +380,17 @@ fn import_image(tarball: &Path, name: &str, changes: &[String]) -> Result<()> {
         "docker import {name} took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+
+    // The image that `name` pointed to before is now untagged. Prune
+    // removes it, and other untagged test images, unless a container
+    // still uses them.
+    run(Command::new("docker").args([
+        "image",
+        "prune",
+        "--force",
+        "--filter",
+        &format!("label={TEST_LABEL}"),
+    ]))?;
     Ok(())
 }
 
