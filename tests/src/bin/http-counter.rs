@@ -16,6 +16,10 @@
 //!   `allocated=N\n`.
 //!
 //! Every response closes its connection.
+//!
+//! NOTE: std cannot install signal handlers, so as a container's PID 1 the
+//! server ignores SIGTERM, and `docker stop` kills it only after its stop
+//! timeout. Tests remove containers with `docker rm --force` instead.
 
 use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
