@@ -145,7 +145,8 @@ start_dockerd() {
   mkdir -p "$log_dir"
   say "starting dockerd with experimental mode (log: $log_dir/dockerd.log)"
   # runc looks up criu in the PATH that dockerd passes down to it.
-  PATH=$prefix/bin:$PATH nohup dockerd --experimental >>"$log_dir/dockerd.log" 2>&1 &
+  # setsid: dockerd must outlive the process group of whoever ran this.
+  PATH=$prefix/bin:$PATH setsid dockerd --experimental >>"$log_dir/dockerd.log" 2>&1 </dev/null &
   echo $! >"$dockerd_pid_file"
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then

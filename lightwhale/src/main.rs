@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lightwhale::{
@@ -27,6 +27,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .init();
             let settings = Settings {
                 defaults: Defaults { manage_all: args.all, idle_timeout: args.idle_timeout },

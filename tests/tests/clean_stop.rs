@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use lightwhale_common::programs;
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::http::curl_args;
 use lightwhale_tests::{
@@ -17,7 +18,11 @@ use lightwhale_tests::{
 };
 
 /// Names of the daemon's eBPF programs as the kernel reports them.
-const PROGRAM_NAMES: [&str; 2] = ["count_activity", "steer_to_holder"];
+const PROGRAM_NAMES: [&str; 3] = [
+    programs::COUNT_TO_CONTAINER,
+    programs::COUNT_FROM_CONTAINER,
+    programs::STEER,
+];
 
 /// Directory of the daemon's pinned maps.
 const PIN_DIR: &str = "/sys/fs/bpf/lightwhale";

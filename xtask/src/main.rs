@@ -1,1 +1,44 @@
-fn main() {}
+//! Development tasks: `cargo xtask run` and `cargo xtask test`.
+
+mod command;
+mod demo;
+mod images;
+mod run;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "Development tasks of lightwhale")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepare the host, build the daemon and run it in the foreground.
+    Run(run::Options),
+    /// Prepare the host and run the unit and end-to-end tests.
+    Test(test::Options),
+    /// Only prepare the host: packages, CRIU, eBPF toolchain, dockerd.
+    Setup,
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Command::Run(options) => run::run(&root, options),
+        Command::Test(options) => test::run(&root, options),
+        Command::Setup => setup::prepare_host(&root),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+}
