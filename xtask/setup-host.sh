@@ -145,7 +145,7 @@ start_dockerd() {
   mkdir -p "$log_dir"
   say "starting dockerd with experimental mode (log: $log_dir/dockerd.log)"
   # runc looks up criu in the PATH that dockerd passes down to it.
-  # setsid: dockerd must outlive the process group of whoever ran this.
+  # setsid: dockerd must outlive the process group of the caller.
   PATH=$prefix/bin:$PATH setsid dockerd --experimental >>"$log_dir/dockerd.log" 2>&1 </dev/null &
   echo $! >"$dockerd_pid_file"
   for _ in $(seq 1 60); do
@@ -154,7 +154,7 @@ start_dockerd() {
     fi
     sleep 0.5
   done
-  echo "setup: dockerd did not answer within 30 s; see $log_dir/dockerd.log" >&2
+  echo "setup: dockerd did not respond within 30 s; see $log_dir/dockerd.log" >&2
   exit 1
 }
 

@@ -8,7 +8,7 @@
 /// Names under which the daemon pins the maps that users may read with
 /// `bpftool map dump pinned /sys/fs/bpf/lightwhale/<name>`.
 pub mod pins {
-    /// Directory on bpffs that holds every pinned map.
+    /// Directory on bpffs that contains every pinned map.
     pub const DIR: &str = "/sys/fs/bpf/lightwhale";
     /// [`crate::Activity`] per container slot.
     pub const ACTIVITY: &str = "activity";

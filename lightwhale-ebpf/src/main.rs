@@ -1,4 +1,4 @@
-//! eBPF programs of lightwhale. Each module holds one program family with
+//! eBPF programs of lightwhale. Each module contains one program family with
 //! the maps it owns.
 #![no_std]
 #![no_main]

@@ -335,7 +335,7 @@ fn interface_name(ifindex: u32) -> Result<String, DataPlaneError> {
     Ok(name.to_string_lossy().into_owned())
 }
 
-/// Makes sure the pin directory exists and holds no pins of an earlier
+/// Makes sure the pin directory exists and contains no pins of an earlier
 /// daemon that did not stop cleanly.
 fn prepare_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
     let io_error = |source| DataPlaneError::Io { path: dir.to_owned(), source };

@@ -191,8 +191,8 @@ impl Daemon {
             return Err(error.into());
         }
 
-        // From here on the container runs: whatever happens, it is awake and
-        // its ports are no longer held.
+        // The restore succeeded, so the container runs: from here on it counts
+        // as awake and its ports are released, even if the checks below fail.
         let result = self.finish_wake(container, slot, &name, &ports).await;
         let elapsed = started.elapsed();
         self.data_plane().release_ports(&ports);

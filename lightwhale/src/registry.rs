@@ -1,4 +1,4 @@
-//! The containers that lightwhale knows about, with their state.
+//! The containers that lightwhale tracks, with their state.
 
 use std::{
     collections::HashMap,
