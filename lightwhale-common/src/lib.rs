@@ -24,6 +24,7 @@ pub mod maps {
     pub const INTERFACES: &str = "INTERFACES";
     pub const LISTENERS: &str = "LISTENERS";
     pub const HOLDER: &str = "HOLDER";
+    pub const CHECKPOINTING: &str = "CHECKPOINTING";
 }
 
 /// Program names as they appear in the eBPF object and in `bpftool prog`.

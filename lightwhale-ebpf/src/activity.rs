@@ -1,16 +1,18 @@
 //! Traffic counting on the host-side veth of each managed container.
 //!
 //! Both programs run as TC classifiers (TCX on kernels from 6.6, clsact
-//! before that) and only count: they always let the packet continue.
+//! before that). They count and let the packet continue, except for one
+//! case: while a container is being checkpointed, new TCP connections
+//! towards it are dropped, see [`CHECKPOINTING`].
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     btf_maps::{HashMap, PerCpuHashMap},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, classifier},
     programs::TcContext,
 };
-use lightwhale_common::{Activity, MAX_CONTAINERS, MAX_INTERFACES};
+use lightwhale_common::{Activity, MAX_CONTAINERS, MAX_INTERFACES, PROTOCOL_TCP};
 
 /// Counters per container slot, one copy per CPU so that updates need no
 /// atomic operations. The daemon inserts and removes entries and sums the
@@ -24,15 +26,39 @@ static ACTIVITY: PerCpuHashMap<u32, Activity, { MAX_CONTAINERS as usize }> =
 #[btf_map]
 static INTERFACES: HashMap<u32, u32, { MAX_INTERFACES as usize }> = HashMap::new();
 
+/// Container slots being checkpointed, written by the daemon around each
+/// checkpoint; the value is unused.
+///
+/// Docker's NAT still forwards new connections to such a container until it
+/// stops, and the checkpoint would reset them. A dropped SYN is sent again
+/// by the client after about a second. By then the daemon has removed the
+/// container's conntrack entries, so the retry reaches the host's own stack,
+/// where the sk_lookup program hands it to the holder.
+#[btf_map]
+static CHECKPOINTING: HashMap<u32, u32, { MAX_CONTAINERS as usize }> = HashMap::new();
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 /// Offset of the next-header field of an IPv6 header behind Ethernet.
 const IPV6_NEXT_HEADER_OFFSET: usize = 14 + 6;
 const IPPROTO_ICMPV6: u8 = 58;
+/// Offsets behind Ethernet of the IPv4 version/IHL byte and protocol field.
+const IPV4_IHL_OFFSET: usize = 14;
+const IPV4_PROTOCOL_OFFSET: usize = 14 + 9;
+/// Offset of the flags byte within a TCP header, and its SYN and ACK bits.
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// Egress of the host-side veth: packets on their way into the container.
 #[classifier]
 pub fn lw_count_rx(ctx: TcContext) -> i32 {
+    if let Some(slot) = container_slot(&ctx) {
+        // SAFETY: only the presence of the key is read.
+        if unsafe { CHECKPOINTING.get(slot).is_some() } && is_ipv4_tcp_syn(&ctx) {
+            return TC_ACT_SHOT;
+        }
+    }
     count(&ctx, Direction::ToContainer);
     TC_ACT_UNSPEC
 }
@@ -55,9 +81,7 @@ fn count(ctx: &TcContext, direction: Direction) {
         return;
     }
 
-    // SAFETY: `skb` points at the context the kernel passed to this program.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some(slot) = (unsafe { INTERFACES.get(ifindex) }).copied() else {
+    let Some(slot) = container_slot(ctx) else {
         return;
     };
     let Some(activity) = ACTIVITY.get_ptr_mut(slot) else {
@@ -80,6 +104,41 @@ fn count(ctx: &TcContext, direction: Direction) {
     }
     // SAFETY: a helper without arguments.
     activity.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+}
+
+/// Returns the slot of the container behind the interface the packet
+/// crosses.
+#[inline(always)]
+fn container_slot(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: `skb` points at the context the kernel passed to this program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: the value is copied out at once.
+    unsafe { INTERFACES.get(ifindex) }.copied()
+}
+
+/// Returns whether the packet opens a TCP connection over IPv4: SYN set,
+/// ACK clear.
+#[inline(always)]
+fn is_ipv4_tcp_syn(ctx: &TcContext) -> bool {
+    // SAFETY: `skb` points at the context the kernel passed to this program.
+    let ethertype = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    if ethertype != ETH_P_IP {
+        return false;
+    }
+    let Ok(protocol) = ctx.load::<u8>(IPV4_PROTOCOL_OFFSET) else {
+        return false;
+    };
+    if u16::from(protocol) != PROTOCOL_TCP {
+        return false;
+    }
+    let Ok(version_ihl) = ctx.load::<u8>(IPV4_IHL_OFFSET) else {
+        return false;
+    };
+    let header_length = usize::from(version_ihl & 0x0f) * 4;
+    match ctx.load::<u8>(IPV4_IHL_OFFSET + header_length + TCP_FLAGS_OFFSET) {
+        Ok(flags) => flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
+        Err(_) => false,
+    }
 }
 
 /// Returns whether a packet shows that someone uses the container: any IPv4

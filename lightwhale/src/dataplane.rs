@@ -72,6 +72,8 @@ pub struct DataPlane {
     listeners: HashMap<MapData, ListenKey, u32>,
     /// The holder's listening socket.
     holder: SockMap<MapData>,
+    /// Slots being checkpointed, whose new TCP connections are dropped.
+    checkpointing: HashMap<MapData, u32, u32>,
     /// TC links per host interface index: egress then ingress.
     tc_links: StdHashMap<u32, [SchedClassifierLinkId; 2]>,
     /// Pinned map files, removed on drop.
@@ -112,6 +114,7 @@ impl DataPlane {
         let interfaces = take(maps::INTERFACES, Some(pins::INTERFACES))?;
         let listeners = take(maps::LISTENERS, Some(pins::LISTENERS))?;
         let holder = take(maps::HOLDER, None)?;
+        let checkpointing = take(maps::CHECKPOINTING, None)?;
 
         let map_error = |name| move |source| DataPlaneError::Map { name, source };
         let mut data_plane = Self {
@@ -119,6 +122,7 @@ impl DataPlane {
             interfaces: HashMap::try_from(interfaces).map_err(map_error(maps::INTERFACES))?,
             listeners: HashMap::try_from(listeners).map_err(map_error(maps::LISTENERS))?,
             holder: SockMap::try_from(holder).map_err(map_error(maps::HOLDER))?,
+            checkpointing: HashMap::try_from(checkpointing).map_err(map_error(maps::CHECKPOINTING))?,
             ebpf,
             tc_links: StdHashMap::new(),
             pinned,
@@ -156,6 +160,7 @@ impl DataPlane {
     /// Removes a container slot's counters and held ports.
     pub fn remove_container(&mut self, slot: u32) {
         let _ = self.activity.remove(&slot);
+        let _ = self.checkpointing.remove(&slot);
         self.release_slot(slot);
     }
 
@@ -217,6 +222,19 @@ impl DataPlane {
                 .map_err(|source| DataPlaneError::Map { name: maps::LISTENERS, source })?;
         }
         Ok(())
+    }
+
+    /// Marks a slot as being checkpointed, or clears the mark.
+    pub fn set_checkpointing(&mut self, slot: u32, checkpointing: bool) -> Result<(), DataPlaneError> {
+        let result = if checkpointing {
+            self.checkpointing.insert(slot, 0, 0)
+        } else {
+            match self.checkpointing.remove(&slot) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                other => other,
+            }
+        };
+        result.map_err(|source| DataPlaneError::Map { name: maps::CHECKPOINTING, source })
     }
 
     /// Stops steering a container's ports.

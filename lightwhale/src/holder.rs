@@ -54,7 +54,11 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
         debug!(%peer, %local, "rejected connection to an address that no sleeping container publishes");
         return;
     };
-    let name = container.record().info.name.clone();
+    let name = {
+        let mut record = container.record();
+        record.held_connections += 1;
+        record.info.name.clone()
+    };
     let id = short(&container.id).to_owned();
     debug!(container = %name, id = %id, %peer, port = local.port(), "holding connection");
 

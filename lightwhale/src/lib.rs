@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod clock;
 pub mod control;
+pub mod conntrack;
 pub mod daemon;
 pub mod dataplane;
 pub mod docker;

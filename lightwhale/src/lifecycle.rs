@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     clock::monotonic_ns,
+    conntrack,
     daemon::Daemon,
     docker::{engine::new_checkpoint_name, ContainerInfo, EngineError, PublishedPort},
     idle::retry_delay,
@@ -23,6 +24,8 @@ use crate::{
 /// How long a restored container may take to accept connections on its
 /// published ports before the wake counts as failed.
 pub const WAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long Docker may take to report a checkpointed container stopped.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a sleep or wake did not happen.
 #[derive(Debug, Error)]
@@ -73,7 +76,7 @@ impl Daemon {
         }
         let slot = managed_slot(container)?;
 
-        let (name, ports) = {
+        let (name, ports, addresses) = {
             let mut record = container.record();
             let name = record.info.name.clone();
             if record.state != State::Awake {
@@ -81,7 +84,8 @@ impl Daemon {
             }
             record.state = record.state.next(Transition::BeginSleep)?;
             record.held_ports = record.info.ports.clone();
-            (name, record.held_ports.clone())
+            let addresses: Vec<Ipv4Addr> = record.info.endpoints.iter().filter_map(|endpoint| endpoint.ipv4).collect();
+            (name, record.held_ports.clone(), addresses)
         };
         let short_id = short(&container.id);
 
@@ -94,8 +98,17 @@ impl Daemon {
             }
         };
 
-        if let Err(error) = self.data_plane().hold_ports(slot, &ports) {
-            self.data_plane().release_ports(&ports);
+        let held = {
+            let mut data_plane = self.data_plane();
+            data_plane
+                .hold_ports(slot, &ports)
+                .and_then(|()| data_plane.set_checkpointing(slot, true))
+        };
+        if let Err(error) = held {
+            let mut data_plane = self.data_plane();
+            data_plane.release_ports(&ports);
+            let _ = data_plane.set_checkpointing(slot, false);
+            drop(data_plane);
             let mut record = container.record();
             record.state = record.state.next(Transition::AbortSleep)?;
             return Err(error.into());
@@ -106,6 +119,18 @@ impl Daemon {
         info!(container = %name, id = %short_id, %checkpoint, ports = ports.len(), "sleeping");
         let result = self.engine.checkpoint(&container.id, &checkpoint).await;
         let elapsed = started.elapsed();
+        if result.is_ok() {
+            // Docker releases the container's network (NAT rules, address)
+            // when it processes the exit, shortly after the checkpoint call
+            // returned. Entries removed before that could come back.
+            self.wait_until_stopped(&container.id, STOP_WAIT).await;
+            for address in addresses {
+                conntrack::forget_address(address).await;
+            }
+        }
+        if let Err(error) = self.data_plane().set_checkpointing(slot, false) {
+            warn!(container = %name, id = %short_id, %error, "cannot clear the checkpoint mark");
+        }
 
         match result {
             Ok(()) => {
@@ -156,6 +181,20 @@ impl Daemon {
                 Err(error.into())
             }
         }
+    }
+
+    /// Polls the engine until it reports the container stopped, or `limit`
+    /// passed.
+    async fn wait_until_stopped(&self, id: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.engine.inspect(id).await {
+                Ok(Some(info)) if info.running => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        warn!(id = %short(id), "Docker still reports the container running after its checkpoint");
     }
 
     /// Restores a sleeping container and waits until its published ports

@@ -62,6 +62,8 @@ pub struct Record {
     pub next_sleep_attempt_ns: u64,
     /// The last error of a checkpoint or restore.
     pub last_error: Option<String>,
+    /// Connections the holder accepted for this container.
+    pub held_connections: u64,
 }
 
 impl Container {
@@ -101,6 +103,7 @@ impl Record {
             sleep_failures: 0,
             next_sleep_attempt_ns: 0,
             last_error: None,
+            held_connections: 0,
         }
     }
 }

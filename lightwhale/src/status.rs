@@ -52,6 +52,9 @@ pub struct ContainerStatus {
     pub last_wake_ms: Option<u64>,
     /// The last checkpoint or restore error.
     pub last_error: Option<String>,
+    /// Connections the holder accepted for this container. Once it is
+    /// awake, connections go straight to it and are not counted here.
+    pub held_connections: u64,
 }
 
 impl Daemon {
@@ -100,6 +103,7 @@ impl Daemon {
                     last_sleep_ms: record.last_sleep.map(|elapsed| elapsed.as_millis() as u64),
                     last_wake_ms: record.last_wake.map(|elapsed| elapsed.as_millis() as u64),
                     last_error: record.last_error.clone(),
+                    held_connections: record.held_connections,
                 }
             })
             .collect();
@@ -212,6 +216,7 @@ mod tests {
                 last_sleep_ms: None,
                 last_wake_ms: None,
                 last_error: None,
+                held_connections: 0,
             }],
         };
         let table = render_table(&report);

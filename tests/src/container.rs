@@ -53,6 +53,12 @@ impl ContainerBuilder {
         self
     }
 
+    /// Adds a raw `docker run` option, such as `--network=host` or `--rm`.
+    pub fn option(mut self, option: &str) -> Self {
+        self.options.push(option.to_string());
+        self
+    }
+
     /// Attaches the container to a user-defined network instead of the
     /// default bridge.
     pub fn network(mut self, network: &Network) -> Self {

@@ -1,0 +1,110 @@
+//! Connections that arrive while a container is being checkpointed are
+//! held and answered after the wake, whichever path they take: loopback
+//! through docker-proxy, Docker's NAT from the host, or a remote client.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::{
+    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, Netns, HTTP_COUNTER_IMAGE,
+    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+};
+
+/// Memory the container holds, so that its checkpoint lasts long enough
+/// (seconds) for the clients to connect in the middle of it.
+const HELD_MIB: u32 = 256;
+
+#[test]
+fn connections_during_checkpoint_are_held() -> Result<()> {
+    let daemon = Daemon::start(&[])?;
+    let netns = Netns::create()?;
+    let loopback_port = free_port()?;
+    let public_port = free_port()?;
+    let web = Container::builder("checkpoint-window", HTTP_COUNTER_IMAGE)
+        .managed("10m")
+        .publish("127.0.0.1", loopback_port, 8080)
+        .publish_all_addresses(public_port, 8080)
+        .start()?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], loopback_port));
+    let public = SocketAddr::from((netns.host_address(), public_port));
+    wait_for_http(loopback, STARTUP_TIMEOUT)?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+
+    http_get_path(loopback, &format!("/alloc?mib={HELD_MIB}"))?;
+    let hits = parse_hits(&http_get(loopback)?)?;
+
+    let sleeper = {
+        let binary_daemon = &daemon;
+        let name = web.name().to_owned();
+        thread::scope(|scope| -> Result<Vec<u64>> {
+            let sleep = scope.spawn(move || binary_daemon.cli(&["sleep", &name]));
+            daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
+
+            // Each client connects while the checkpoint runs.
+            let started = Instant::now();
+            let clients = [
+                scope.spawn(move || http_get(loopback)),
+                scope.spawn(move || http_get(public)),
+                scope.spawn(|| netns.http_get(public, "/")),
+            ];
+            thread::sleep(Duration::from_millis(200));
+            let still_sleeping = daemon.container_status(web.name())?;
+            println!("status while the clients wait: {still_sleeping:?}");
+
+            let slept = sleep.join().map_err(|_| anyhow!("sleep thread panicked"))??;
+            println!("lightwhale sleep: {}", slept.trim());
+            let mut counts = Vec::new();
+            for (client, label) in clients.into_iter().zip(["loopback", "host via NAT", "remote"]) {
+                let body = client.join().map_err(|_| anyhow!("{label} client panicked"))??;
+                println!("{label} client answered after {:?}: {}", started.elapsed(), body.trim());
+                counts.push(parse_hits(&body)?);
+            }
+            Ok(counts)
+        })
+    };
+    let mut counts = sleeper?;
+    counts.sort_unstable();
+    assert_eq!(counts, [hits + 1, hits + 2, hits + 3], "counter did not continue across the sleep");
+
+    let status = daemon.wait_for_state(web.name(), "awake", SLEEP_TIMEOUT)?;
+    println!("status after the wake: {status}");
+    assert_eq!(status["sleeps"], 1, "{status}");
+    assert_eq!(status["wakes"], 1, "{status}");
+    assert!(status["held_connections"].as_u64().unwrap_or(0) >= 3, "{status}");
+    assert!(web.is_running()?, "Docker does not report the container as running");
+    Ok(())
+}
+
+/// Once a container is awake, new connections reach it directly: the
+/// holder accepts none of them.
+#[test]
+fn awake_container_bypasses_holder() -> Result<()> {
+    let daemon = Daemon::start(&[])?;
+    let port = free_port()?;
+    let web = Container::builder("bypass", HTTP_COUNTER_IMAGE)
+        .managed("10m")
+        .publish("127.0.0.1", port, 8080)
+        .start()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_http(address, STARTUP_TIMEOUT)?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+
+    daemon.cli(&["sleep", web.name()])?;
+    daemon.wait_for_state(web.name(), "asleep", STATE_TIMEOUT)?;
+    http_get(address)?;
+    let woken = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    let held = woken["held_connections"].as_u64().unwrap_or(0);
+    assert_eq!(held, 1, "{woken}");
+
+    for _ in 0..5 {
+        http_get(address)?;
+    }
+    let after = daemon
+        .container_status(web.name())?
+        .ok_or_else(|| anyhow!("{} is no longer listed", web.name()))?;
+    assert_eq!(after["held_connections"], held, "connections went through the holder: {after}");
+    Ok(())
+}
