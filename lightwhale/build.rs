@@ -22,5 +22,9 @@ fn main() -> anyhow::Result<()> {
         root_dir: root_dir.as_str(),
         ..Default::default()
     };
+    // aya-build relays every line that the inner cargo prints to stderr as
+    // a cargo warning. Quiet keeps the progress lines out and still shows
+    // compiler errors and warnings.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf([package], Toolchain::default())
 }

@@ -67,10 +67,7 @@ pub struct SocketArg {
 }
 
 fn parse_idle_timeout(value: &str) -> Result<Duration, String> {
-    labels::parse_idle_timeout(value).map_err(|error| {
-        // The label error names the label; on the command line it is a flag.
-        error.to_string().replace(&format!("label {}", labels::IDLE_TIMEOUT), "--idle-timeout")
-    })
+    labels::check_idle_timeout(value).map_err(|problem| problem.to_string())
 }
 
 #[cfg(test)]
@@ -89,8 +86,9 @@ mod tests {
         assert!(Cli::try_parse_from(["lightwhale", "run", "--idle-timeout", "30s"]).is_ok());
         let error = Cli::try_parse_from(["lightwhale", "run", "--idle-timeout", "0s"]).unwrap_err();
         assert!(error.to_string().contains("--idle-timeout"), "{error}");
+        assert!(error.to_string().contains("must be between 1s and 30d"), "{error}");
         let error = Cli::try_parse_from(["lightwhale", "run", "--idle-timeout", "ten"]).unwrap_err();
-        assert!(error.to_string().contains("use a duration"), "{error}");
+        assert!(error.to_string().contains("expected a number with a unit"), "{error}");
     }
 
     #[test]

@@ -17,7 +17,11 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{daemon::Daemon, status::{format_bytes, StatusReport}};
+use crate::{
+    daemon::Daemon,
+    state::State,
+    status::{format_bytes, StatusReport},
+};
 
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/lightwhale/lightwhale.sock";
@@ -88,10 +92,14 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Removes the socket file at shutdown.
+/// Removes the socket file at shutdown, and its directory when it is empty.
 pub fn remove(path: &Path) {
     if let Err(error) = fs::remove_file(path) {
         warn!(path = %path.display(), %error, "cannot remove control socket");
+    }
+    if let Some(dir) = path.parent() {
+        // Fails, as it should, when the directory contains anything else.
+        let _ = fs::remove_dir(dir);
     }
 }
 
@@ -158,32 +166,43 @@ async fn execute(daemon: &Daemon, request: Request) -> Response {
         Request::Status {} => Response { ok: true, status: Some(daemon.status()), ..Default::default() },
         Request::Sleep { container } => {
             let found = daemon.registry().find(&container);
-            match found {
+            let target = match found {
+                Ok(target) => target,
+                Err(error) => return Response::error(error),
+            };
+            let (name, state) = {
+                let record = target.record();
+                (record.info.name.clone(), record.state)
+            };
+            if state == State::Asleep {
+                return Response::message(format!("{name} is already asleep"));
+            }
+            match daemon.sleep(&target).await {
+                Ok(report) => Response::message(format!(
+                    "{name} is asleep: checkpoint took {} ms, freed {}",
+                    report.elapsed.as_millis(),
+                    report.memory_freed.map(format_bytes).unwrap_or_else(|| "an unknown amount".into())
+                )),
                 Err(error) => Response::error(error),
-                Ok(target) => match daemon.sleep(&target).await {
-                    Ok(report) => Response::message(format!(
-                        "{container} is asleep: checkpoint took {} ms, freed {}",
-                        report.elapsed.as_millis(),
-                        report.memory_freed.map(format_bytes).unwrap_or_else(|| "an unknown amount".into())
-                    )),
-                    Err(error) => Response::error(error),
-                },
             }
         }
         Request::Wake { container } => {
             let found = daemon.registry().find(&container);
-            match found {
+            let target = match found {
+                Ok(target) => target,
+                Err(error) => return Response::error(error),
+            };
+            let (name, state) = {
+                let record = target.record();
+                (record.info.name.clone(), record.state)
+            };
+            if state == State::Awake {
+                return Response::message(format!("{name} is already awake"));
+            }
+            let started = std::time::Instant::now();
+            match daemon.wake(&target).await {
+                Ok(_) => Response::message(format!("{name} is awake ({} ms)", started.elapsed().as_millis())),
                 Err(error) => Response::error(error),
-                Ok(target) => {
-                    let started = std::time::Instant::now();
-                    match daemon.wake(&target).await {
-                        Ok(_) => Response::message(format!(
-                            "{container} is awake ({} ms)",
-                            started.elapsed().as_millis()
-                        )),
-                        Err(error) => Response::error(error),
-                    }
-                }
             }
         }
     }

@@ -21,6 +21,7 @@ use crate::{
     docker::{check_engine, Engine},
     holder,
     labels::Defaults,
+    lifecycle::short,
     registry::Registry,
     state::State,
 };
@@ -148,18 +149,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
 
-    let asleep: Vec<String> = daemon
-        .registry()
-        .all()
-        .into_iter()
-        .filter(|container| container.record().state == State::Asleep)
-        .map(|container| container.record().info.name.clone())
-        .collect();
-    if !asleep.is_empty() {
+    for container in daemon.registry().all() {
+        let record = container.record();
+        if record.state != State::Asleep {
+            continue;
+        }
+        let checkpoint = record.checkpoint.as_deref().unwrap_or("-");
         info!(
-            containers = %asleep.join(", "),
-            "these containers stay asleep with their checkpoints; start lightwhale again to serve them, \
-             or restore one with `docker start --checkpoint <checkpoint> <name>`"
+            container = %record.info.name,
+            id = %short(&container.id),
+            %checkpoint,
+            "stays asleep; start lightwhale again to serve it, or restore it by hand with \
+             `docker start --checkpoint {checkpoint} {}`",
+            record.info.name
         );
     }
 

@@ -15,7 +15,8 @@ pub const IDLE_TIMEOUT: &str = "lightwhale.idle-timeout";
 pub const TEST: &str = "lightwhale.test";
 
 const PREFIX: &str = "lightwhale.";
-const KNOWN: [&str; 3] = [ENABLE, IDLE_TIMEOUT, TEST];
+/// Labels for users; [`TEST`] is accepted too but not advertised.
+const KNOWN: [&str; 2] = [ENABLE, IDLE_TIMEOUT];
 
 /// Shortest idle timeout accepted. Below it a container would be
 /// checkpointed between two requests of an ordinary client.
@@ -32,7 +33,7 @@ pub struct Defaults {
     pub idle_timeout: Duration,
 }
 
-/// How lightwhale treats one container.
+/// The treatment of one container by lightwhale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Management {
     /// Watched, put to sleep after `idle_timeout` without traffic.
@@ -50,20 +51,37 @@ pub enum LabelError {
     /// The enable label is neither `true` nor `false`.
     #[error("invalid label {ENABLE}={value:?}: expected true or false")]
     InvalidEnable { value: String },
-    /// The idle timeout is not a humantime duration.
-    #[error("invalid label {IDLE_TIMEOUT}={value:?}: {cause}; use a duration such as 30s or 10m")]
-    InvalidDuration { value: String, cause: String },
+    /// The idle timeout is not a duration.
+    #[error("invalid label {IDLE_TIMEOUT}={value:?}: {}", DurationProblem::Unreadable)]
+    InvalidDuration { value: String },
     /// The idle timeout is outside the accepted range.
-    #[error(
-        "invalid label {IDLE_TIMEOUT}={value:?}: must be between {} and {}",
-        humantime::format_duration(MIN_IDLE_TIMEOUT),
-        humantime::format_duration(MAX_IDLE_TIMEOUT)
-    )]
+    #[error("invalid label {IDLE_TIMEOUT}={value:?}: {}", DurationProblem::OutOfRange)]
     TimeoutOutOfRange { value: String },
     /// A `lightwhale.*` label that this version does not know, most likely
     /// a typo that would otherwise be ignored silently.
     #[error("unknown label {label:?}: known labels are {}", KNOWN.join(", "))]
     UnknownLabel { label: String },
+}
+
+/// A problem with an idle timeout, worded for both the label and the
+/// `--idle-timeout` flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurationProblem {
+    /// Not a number with a unit.
+    Unreadable,
+    /// Shorter than [`MIN_IDLE_TIMEOUT`] or longer than [`MAX_IDLE_TIMEOUT`].
+    OutOfRange,
+}
+
+impl std::fmt::Display for DurationProblem {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurationProblem::Unreadable => {
+                formatter.write_str("expected a number with a unit (s, m, h, d), such as 30s, 10m or 1h30m")
+            }
+            DurationProblem::OutOfRange => formatter.write_str("must be between 1s and 30d"),
+        }
+    }
 }
 
 /// Decides how to treat a container from its labels.
@@ -105,19 +123,22 @@ pub fn management(labels: &HashMap<String, String>, defaults: &Defaults) -> Mana
 }
 
 fn is_known(label: &str) -> bool {
-    KNOWN.contains(&label) || label.strip_prefix(TEST).is_some_and(|rest| rest.starts_with('.'))
+    KNOWN.contains(&label) || label == TEST || label.strip_prefix(TEST).is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// Parses an idle timeout and checks that it is within the accepted range.
 pub fn parse_idle_timeout(value: &str) -> Result<Duration, LabelError> {
-    let duration = humantime::parse_duration(value.trim()).map_err(|error| LabelError::InvalidDuration {
-        value: value.to_owned(),
-        cause: error.to_string(),
-    })?;
+    check_idle_timeout(value).map_err(|problem| match problem {
+        DurationProblem::Unreadable => LabelError::InvalidDuration { value: value.to_owned() },
+        DurationProblem::OutOfRange => LabelError::TimeoutOutOfRange { value: value.to_owned() },
+    })
+}
+
+/// Parses a humantime duration and checks the accepted range.
+pub fn check_idle_timeout(value: &str) -> Result<Duration, DurationProblem> {
+    let duration = humantime::parse_duration(value.trim()).map_err(|_| DurationProblem::Unreadable)?;
     if !(MIN_IDLE_TIMEOUT..=MAX_IDLE_TIMEOUT).contains(&duration) {
-        return Err(LabelError::TimeoutOutOfRange {
-            value: value.to_owned(),
-        });
+        return Err(DurationProblem::OutOfRange);
     }
     Ok(duration)
 }
@@ -171,11 +192,11 @@ mod tests {
     fn bad_labels_are_invalid() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[(ENABLE, "yes")], "expected true or false"),
-            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "soon")], "use a duration"),
-            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "10")], "use a duration"),
+            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "soon")], "expected a number with a unit"),
+            (&[(ENABLE, "true"), (IDLE_TIMEOUT, "10")], "expected a number with a unit"),
             (&[(ENABLE, "true"), (IDLE_TIMEOUT, "0s")], "must be between"),
             (&[(ENABLE, "true"), (IDLE_TIMEOUT, "400d")], "must be between"),
-            (&[(ENABLE, "true"), ("lightwhale.idle-timout", "3s")], "unknown label"),
+            (&[(ENABLE, "true"), ("lightwhale.idle-timout", "3s")], "known labels are lightwhale.enable, lightwhale.idle-timeout"),
         ];
         for (pairs, expected) in cases {
             match management(&labels(pairs), &DEFAULTS) {

@@ -31,7 +31,7 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Error)]
 pub enum LifecycleError {
     /// The container is not in a state that allows the operation.
-    #[error("{name} is {state:?}, not {expected}")]
+    #[error("{name} is {state}, not {expected}")]
     WrongState { name: String, state: State, expected: &'static str },
     /// The container cannot be managed at all.
     #[error("{name} is not manageable: {reason}")]

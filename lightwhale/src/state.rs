@@ -19,6 +19,18 @@ pub enum State {
     Stopped,
 }
 
+impl std::fmt::Display for State {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            State::Awake => "awake",
+            State::Sleeping => "sleeping",
+            State::Asleep => "asleep",
+            State::Waking => "waking",
+            State::Stopped => "stopped",
+        })
+    }
+}
+
 /// A step of the cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -42,7 +54,7 @@ pub enum Transition {
 
 /// A transition that does not apply to the current state.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-#[error("cannot apply {transition:?} to a container that is {state:?}")]
+#[error("cannot apply {transition:?} to a container that is {state}")]
 pub struct InvalidTransition {
     pub state: State,
     pub transition: Transition,

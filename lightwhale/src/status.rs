@@ -74,10 +74,7 @@ impl Daemon {
                 let managed = record.unmanageable.is_none();
                 let state = match &record.unmanageable {
                     Some(_) => "unmanageable".to_owned(),
-                    None => serde_json::to_value(record.state)
-                        .ok()
-                        .and_then(|value| value.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    None => record.state.to_string(),
                 };
                 let last_activity = (activity.last_seen_ns > 0).then(|| {
                     humantime::format_rfc3339_seconds(clock::wall_time(activity.last_seen_ns)).to_string()

@@ -112,7 +112,7 @@ impl Daemon {
         info!(
             container = %info.name,
             id = %info.short_id(),
-            state = ?state,
+            state = %state,
             idle_timeout = %humantime::format_duration(idle_timeout),
             "managing container"
         );

@@ -24,7 +24,7 @@ const IDLE_TIMEOUT: &str = "5s";
 pub fn run(root: &Path, mut daemon: Command, daemon_path: &Path, port: u16) -> anyhow::Result<()> {
     let image = images::prepare_demo_image(root)?;
     remove_container();
-    command::run(Command::new("docker").args([
+    command::run(Command::new("docker").stdout(Stdio::null()).args([
         "run",
         "--detach",
         "--name",
