@@ -24,7 +24,9 @@ pub mod maps {
     pub const INTERFACES: &str = "INTERFACES";
     pub const LISTENERS: &str = "LISTENERS";
     pub const HOLDER: &str = "HOLDER";
-    pub const CHECKPOINTING: &str = "CHECKPOINTING";
+    pub const HOLDING: &str = "HOLDING";
+    pub const ADDRESSES: &str = "ADDRESSES";
+    pub const WAKE_REQUESTS: &str = "WAKE_REQUESTS";
 }
 
 /// Program names as they appear in the eBPF object and in `bpftool prog`.
@@ -50,6 +52,28 @@ pub const MAX_INTERFACES: u32 = 8192;
 pub const MAX_LISTENERS: u32 = 8192;
 /// Index in the `HOLDER` socket map of the IPv4 listener.
 pub const HOLDER_IPV4_INDEX: u32 = 0;
+/// Size in bytes of the ring buffer of wake requests (a power of two and a
+/// multiple of the page size).
+pub const WAKE_REQUESTS_BYTES: u32 = 64 * 1024;
+
+/// Values of the `HOLDING` map, keyed by container slot: how the TC program
+/// treats new TCP connections (SYN without ACK) sent towards the
+/// container's interfaces.
+pub mod holding {
+    /// The container is being checkpointed or restored: drop them. Clients
+    /// send the SYN again after about a second.
+    pub const DROP: u32 = 1;
+    /// The container sleeps behind a stand-in that keeps its address: drop
+    /// them and push the slot to the `WAKE_REQUESTS` ring buffer, so the
+    /// daemon wakes the container before the client's next SYN.
+    pub const DROP_AND_WAKE: u32 = 2;
+}
+
+/// Socket mark (`SO_MARK`) of the daemon's own connections to containers:
+/// its readiness probes and the relayed connections. The TC program lets
+/// their SYNs through while it drops those of clients.
+pub const DAEMON_SOCKET_MARK: u32 = 0x4c57_4844;
+
 /// IPPROTO_TCP, as carried in [`ListenKey::protocol`].
 pub const PROTOCOL_TCP: u16 = 6;
 

@@ -1,18 +1,20 @@
 //! Traffic counting on the host-side veth of each managed container.
 //!
 //! Both programs run as TC classifiers (TCX on kernels from 6.6, clsact
-//! before that). They count and let the packet continue, except for one
-//! case: while a container is being checkpointed, new TCP connections
-//! towards it are dropped, see [`CHECKPOINTING`].
+//! before that). They count and let the packet continue, except for new
+//! TCP connections towards a container that is not ready for them, see
+//! [`HOLDING`].
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    btf_maps::{HashMap, PerCpuHashMap},
+    btf_maps::{HashMap, PerCpuHashMap, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, classifier},
     programs::TcContext,
 };
-use lightwhale_common::{Activity, MAX_CONTAINERS, MAX_INTERFACES, PROTOCOL_TCP};
+use lightwhale_common::{
+    holding, Activity, DAEMON_SOCKET_MARK, MAX_CONTAINERS, MAX_INTERFACES, PROTOCOL_TCP, WAKE_REQUESTS_BYTES,
+};
 
 /// Counters per container slot, one copy per CPU so that updates need no
 /// atomic operations. The daemon inserts and removes entries and sums the
@@ -26,16 +28,31 @@ static ACTIVITY: PerCpuHashMap<u32, Activity, { MAX_CONTAINERS as usize }> =
 #[btf_map]
 static INTERFACES: HashMap<u32, u32, { MAX_INTERFACES as usize }> = HashMap::new();
 
-/// Container slots being checkpointed, written by the daemon around each
-/// checkpoint; the value is unused.
+/// Container slots whose new TCP connections are dropped, valued by one of
+/// the [`holding`] modes. The daemon writes an entry for the time of a
+/// checkpoint, a sleep behind a stand-in, and a restore.
 ///
-/// Docker's NAT still forwards new connections to such a container until it
-/// stops, and the checkpoint would reset them. A dropped SYN is sent again
-/// by the client after about a second. By then the daemon has removed the
-/// container's conntrack entries, so the retry reaches the host's own stack,
-/// where the sk_lookup program hands it to the holder.
+/// During a checkpoint, Docker's NAT still forwards new connections to the
+/// container, and the checkpoint would reset them. The client sends a
+/// dropped SYN again after about a second. By then the daemon has removed
+/// the container's conntrack entries, so the retry reaches the host's own
+/// stack, where the sk_lookup program hands it to the holder. Behind a
+/// stand-in, the retry reaches the restored container itself.
 #[btf_map]
-static CHECKPOINTING: HashMap<u32, u32, { MAX_CONTAINERS as usize }> = HashMap::new();
+static HOLDING: HashMap<u32, u32, { MAX_CONTAINERS as usize }> = HashMap::new();
+
+/// Container slot per IPv4 address (network byte order) of a container
+/// whose connections are held, written by the daemon with the `HOLDING`
+/// entry. A bridge floods frames for a MAC address it has not learnt yet to
+/// every port, so a SYN on a container's veth is only held when it is sent
+/// to that container's own address.
+#[btf_map]
+static ADDRESSES: HashMap<u32, u32, { MAX_CONTAINERS as usize }> = HashMap::new();
+
+/// Slots of sleeping containers that a client tried to connect to, read by
+/// the daemon, which wakes them.
+#[btf_map]
+static WAKE_REQUESTS: RingBuf<u32, { WAKE_REQUESTS_BYTES as usize }> = RingBuf::new();
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -45,6 +62,7 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// Offsets behind Ethernet of the IPv4 version/IHL byte and protocol field.
 const IPV4_IHL_OFFSET: usize = 14;
 const IPV4_PROTOCOL_OFFSET: usize = 14 + 9;
+const IPV4_DESTINATION_OFFSET: usize = 14 + 16;
 /// Offset of the flags byte within a TCP header, and its SYN and ACK bits.
 const TCP_FLAGS_OFFSET: usize = 13;
 const TCP_SYN: u8 = 0x02;
@@ -54,9 +72,16 @@ const TCP_ACK: u8 = 0x10;
 #[classifier]
 pub fn lw_count_rx(ctx: TcContext) -> i32 {
     if let Some(slot) = container_slot(&ctx) {
-        // SAFETY: only the presence of the key is read.
-        if unsafe { CHECKPOINTING.get(slot).is_some() } && is_ipv4_tcp_syn(&ctx) {
-            return TC_ACT_SHOT;
+        // SAFETY: the value is copied out at once.
+        if let Some(mode) = unsafe { HOLDING.get(slot) }.copied() {
+            if is_held_syn(&ctx, slot) {
+                if mode == holding::DROP_AND_WAKE {
+                    // A full ring buffer loses the request, and the next
+                    // SYN of the client sends it again.
+                    let _ = WAKE_REQUESTS.output(slot, 0);
+                }
+                return TC_ACT_SHOT;
+            }
         }
     }
     count(&ctx, Direction::ToContainer);
@@ -114,6 +139,22 @@ fn container_slot(ctx: &TcContext) -> Option<u32> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: the value is copied out at once.
     unsafe { INTERFACES.get(ifindex) }.copied()
+}
+
+/// Returns whether the packet is a client's SYN to one of the slot's held
+/// addresses. The daemon's own connections, marked with
+/// [`DAEMON_SOCKET_MARK`], pass.
+#[inline(always)]
+fn is_held_syn(ctx: &TcContext, slot: u32) -> bool {
+    // SAFETY: `skb` points at the context the kernel passed to this program.
+    if unsafe { (*ctx.skb.skb).mark } == DAEMON_SOCKET_MARK || !is_ipv4_tcp_syn(ctx) {
+        return false;
+    }
+    let Ok(destination) = ctx.load::<u32>(IPV4_DESTINATION_OFFSET) else {
+        return false;
+    };
+    // SAFETY: the value is copied out at once.
+    unsafe { ADDRESSES.get(destination) }.copied() == Some(slot)
 }
 
 /// Returns whether the packet opens a TCP connection over IPv4: SYN set,

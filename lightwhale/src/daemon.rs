@@ -24,6 +24,7 @@ use crate::{
     lifecycle::short,
     registry::Registry,
     state::State,
+    wake_requests,
 };
 
 /// How often idle containers are looked for.
@@ -105,9 +106,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let engine = Engine::connect().await.context("cannot connect to the Docker engine")?;
     check_engine(&engine).await?;
+    engine
+        .ensure_stand_in_image()
+        .await
+        .context("cannot import the stand-in image")?;
+    // Stand-ins of an earlier daemon hold addresses that the sleeping
+    // containers need back, and their veths are no longer watched.
+    for id in engine.stand_in_ids().await.context("cannot list stand-ins")? {
+        warn!(id = %short(&id), "removing a stand-in left by an earlier daemon");
+        engine.remove_stand_in(&id).await;
+    }
 
     let control_listener = control::bind(&settings.socket).await?;
     let mut data_plane = DataPlane::load()?;
+    let wake_requests = data_plane
+        .take_wake_requests()
+        .context("the data plane has no wake request ring buffer")?;
     let holder_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot bind the holder's listener")?;
@@ -128,6 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tasks.spawn(control::serve(daemon.clone(), control_listener));
     tasks.spawn(follow_events(daemon.clone()));
     tasks.spawn(watch_idle(daemon.clone()));
+    tasks.spawn(wake_requests::serve(daemon.clone(), wake_requests));
     info!(
         manage_all = settings.defaults.manage_all,
         idle_timeout = %humantime::format_duration(settings.defaults.idle_timeout),
@@ -150,6 +165,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     for container in daemon.registry().all() {
+        daemon.remove_stand_in(&container).await;
         let record = container.record();
         if record.state != State::Asleep {
             continue;
@@ -163,6 +179,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
              `docker start --checkpoint {checkpoint} {}`",
             record.info.name
         );
+    }
+
+    // Stand-ins of containers that were removed during the shutdown.
+    match daemon.engine.stand_in_ids().await {
+        Ok(ids) => {
+            for id in ids {
+                daemon.engine.remove_stand_in(&id).await;
+            }
+        }
+        Err(error) => warn!(%error, "cannot list stand-ins to remove"),
     }
 
     // Dropping the data plane detaches every program and removes the pins.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues, SockMap},
+    maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues, RingBuf, SockMap},
     programs::{
         tc::{self, SchedClassifierLinkId, TcAttachType},
         SchedClassifier, SkLookup,
@@ -72,8 +72,13 @@ pub struct DataPlane {
     listeners: HashMap<MapData, ListenKey, u32>,
     /// The holder's listening socket.
     holder: SockMap<MapData>,
-    /// Slots being checkpointed, whose new TCP connections are dropped.
-    checkpointing: HashMap<MapData, u32, u32>,
+    /// Slots whose new TCP connections are dropped, with a
+    /// [`lightwhale_common::holding`] mode.
+    holding: HashMap<MapData, u32, u32>,
+    /// Slot per held container address.
+    addresses: HashMap<MapData, u32, u32>,
+    /// Wake requests from the TC program, until the daemon takes them.
+    wake_requests: Option<RingBuf<MapData>>,
     /// TC links per host interface index: egress then ingress.
     tc_links: StdHashMap<u32, [SchedClassifierLinkId; 2]>,
     /// Pinned map files, removed on drop.
@@ -114,7 +119,9 @@ impl DataPlane {
         let interfaces = take(maps::INTERFACES, Some(pins::INTERFACES))?;
         let listeners = take(maps::LISTENERS, Some(pins::LISTENERS))?;
         let holder = take(maps::HOLDER, None)?;
-        let checkpointing = take(maps::CHECKPOINTING, None)?;
+        let holding = take(maps::HOLDING, None)?;
+        let addresses = take(maps::ADDRESSES, None)?;
+        let wake_requests = take(maps::WAKE_REQUESTS, None)?;
 
         let map_error = |name| move |source| DataPlaneError::Map { name, source };
         let mut data_plane = Self {
@@ -122,7 +129,9 @@ impl DataPlane {
             interfaces: HashMap::try_from(interfaces).map_err(map_error(maps::INTERFACES))?,
             listeners: HashMap::try_from(listeners).map_err(map_error(maps::LISTENERS))?,
             holder: SockMap::try_from(holder).map_err(map_error(maps::HOLDER))?,
-            checkpointing: HashMap::try_from(checkpointing).map_err(map_error(maps::CHECKPOINTING))?,
+            holding: HashMap::try_from(holding).map_err(map_error(maps::HOLDING))?,
+            addresses: HashMap::try_from(addresses).map_err(map_error(maps::ADDRESSES))?,
+            wake_requests: Some(RingBuf::try_from(wake_requests).map_err(map_error(maps::WAKE_REQUESTS))?),
             ebpf,
             tc_links: StdHashMap::new(),
             pinned,
@@ -160,7 +169,7 @@ impl DataPlane {
     /// Removes a container slot's counters and held ports.
     pub fn remove_container(&mut self, slot: u32) {
         let _ = self.activity.remove(&slot);
-        let _ = self.checkpointing.remove(&slot);
+        let _ = self.holding.remove(&slot);
         self.release_slot(slot);
     }
 
@@ -224,17 +233,41 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Marks a slot as being checkpointed, or clears the mark.
-    pub fn set_checkpointing(&mut self, slot: u32, checkpointing: bool) -> Result<(), DataPlaneError> {
-        let result = if checkpointing {
-            self.checkpointing.insert(slot, 0, 0)
-        } else {
-            match self.checkpointing.remove(&slot) {
+    /// Sets how new TCP connections towards a slot's interfaces are
+    /// treated: one of the [`lightwhale_common::holding`] modes, or `None`
+    /// to let them through.
+    pub fn set_holding(&mut self, slot: u32, mode: Option<u32>) -> Result<(), DataPlaneError> {
+        let result = match mode {
+            Some(mode) => self.holding.insert(slot, mode, 0),
+            None => match self.holding.remove(&slot) {
                 Err(aya::maps::MapError::KeyNotFound) => Ok(()),
                 other => other,
-            }
+            },
         };
-        result.map_err(|source| DataPlaneError::Map { name: maps::CHECKPOINTING, source })
+        result.map_err(|source| DataPlaneError::Map { name: maps::HOLDING, source })
+    }
+
+    /// Records the addresses whose SYNs the `HOLDING` mode of `slot` applies
+    /// to.
+    pub fn hold_addresses(&mut self, slot: u32, addresses: &[Ipv4Addr]) -> Result<(), DataPlaneError> {
+        for address in addresses {
+            self.addresses
+                .insert(u32::from_ne_bytes(address.octets()), slot, 0)
+                .map_err(|source| DataPlaneError::Map { name: maps::ADDRESSES, source })?;
+        }
+        Ok(())
+    }
+
+    /// Forgets held addresses.
+    pub fn release_addresses(&mut self, addresses: &[Ipv4Addr]) {
+        for address in addresses {
+            let _ = self.addresses.remove(&u32::from_ne_bytes(address.octets()));
+        }
+    }
+
+    /// Hands over the ring buffer of wake requests, once.
+    pub fn take_wake_requests(&mut self) -> Option<RingBuf<MapData>> {
+        self.wake_requests.take()
     }
 
     /// Stops steering a container's ports.

@@ -14,7 +14,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{daemon::Daemon, lifecycle::short};
+use crate::{connect::connect_marked, daemon::Daemon, lifecycle::short};
 
 /// How long the holder retries connecting to a woken container.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,7 +99,7 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
 async fn connect(target: SocketAddrV4) -> io::Result<TcpStream> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        match TcpStream::connect(target).await {
+        match connect_marked(target).await {
             Ok(stream) => return Ok(stream),
             Err(error) if Instant::now() >= deadline => return Err(error),
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod clock;
 pub mod control;
+pub mod connect;
 pub mod conntrack;
 pub mod daemon;
 pub mod dataplane;
@@ -17,3 +18,4 @@ pub mod state;
 pub mod status;
 mod sync;
 pub mod veth;
+mod wake_requests;

@@ -7,11 +7,13 @@ use std::{
 };
 
 use thiserror::Error;
-use tokio::net::TcpStream;
 use tracing::{error, info, warn};
+
+use lightwhale_common::holding;
 
 use crate::{
     clock::monotonic_ns,
+    connect::connect_marked,
     conntrack,
     daemon::Daemon,
     docker::{engine::new_checkpoint_name, ContainerInfo, EngineError, PublishedPort},
@@ -102,12 +104,14 @@ impl Daemon {
             let mut data_plane = self.data_plane();
             data_plane
                 .hold_ports(slot, &ports)
-                .and_then(|()| data_plane.set_checkpointing(slot, true))
+                .and_then(|()| data_plane.hold_addresses(slot, &addresses))
+                .and_then(|()| data_plane.set_holding(slot, Some(holding::DROP)))
         };
         if let Err(error) = held {
             let mut data_plane = self.data_plane();
             data_plane.release_ports(&ports);
-            let _ = data_plane.set_checkpointing(slot, false);
+            data_plane.release_addresses(&addresses);
+            let _ = data_plane.set_holding(slot, None);
             drop(data_plane);
             let mut record = container.record();
             record.state = record.state.next(Transition::AbortSleep)?;
@@ -124,12 +128,19 @@ impl Daemon {
             // when it processes the exit, shortly after the checkpoint call
             // returned. Entries removed before that could come back.
             self.wait_until_stopped(&container.id, STOP_WAIT).await;
-            for address in addresses {
-                conntrack::forget_address(address).await;
+            for address in &addresses {
+                conntrack::forget_address(*address).await;
             }
+        } else {
+            self.data_plane().release_addresses(&addresses);
         }
-        if let Err(error) = self.data_plane().set_checkpointing(slot, false) {
-            warn!(container = %name, id = %short_id, %error, "cannot clear the checkpoint mark");
+        let stand_in = match result {
+            Ok(()) => self.start_stand_in(container, slot).await,
+            Err(_) => None,
+        };
+        let holding_mode = stand_in.as_ref().map(|_| holding::DROP_AND_WAKE);
+        if let Err(error) = self.data_plane().set_holding(slot, holding_mode) {
+            warn!(container = %name, id = %short_id, %error, "cannot set the holding mode");
         }
 
         match result {
@@ -138,6 +149,7 @@ impl Daemon {
                     let mut record = container.record();
                     record.state = record.state.next(Transition::FinishSleep)?;
                     record.checkpoint = Some(checkpoint);
+                    record.stand_in = stand_in;
                     record.sleeps += 1;
                     record.memory_freed = memory;
                     record.last_sleep = Some(elapsed);
@@ -222,11 +234,25 @@ impl Daemon {
         let started = Instant::now();
         info!(container = %name, id = %short_id, %checkpoint, "waking");
 
+        // New connections to the container's own addresses wait for the
+        // client's next SYN from here on, and the stand-in gives the
+        // addresses back.
+        if let Err(error) = self.data_plane().set_holding(slot, Some(holding::DROP)) {
+            warn!(container = %name, id = %short_id, %error, "cannot set the holding mode");
+        }
+        self.remove_stand_in(container).await;
+
         if let Err(error) = self.engine.restore(&container.id, &checkpoint).await {
-            let mut record = container.record();
-            record.state = record.state.next(Transition::FailWake)?;
-            record.last_error = Some(format!("restore from {checkpoint} failed: {error}"));
-            error!(container = %name, id = %short_id, %checkpoint, cause = %error, "wake failed");
+            {
+                let mut record = container.record();
+                record.state = record.state.next(Transition::FailWake)?;
+                record.last_error = Some(format!("restore from {checkpoint} failed: {error}"));
+                error!(container = %name, id = %short_id, %checkpoint, cause = %error, "wake failed");
+            }
+            let stand_in = self.start_stand_in(container, slot).await;
+            let holding_mode = stand_in.as_ref().map(|_| holding::DROP_AND_WAKE);
+            let _ = self.data_plane().set_holding(slot, holding_mode);
+            container.record().stand_in = stand_in;
             return Err(error.into());
         }
 
@@ -234,7 +260,21 @@ impl Daemon {
         // as awake and its ports are released, even if the checks below fail.
         let result = self.finish_wake(container, slot, &name, &ports).await;
         let elapsed = started.elapsed();
-        self.data_plane().release_ports(&ports);
+        {
+            let former_addresses: Vec<Ipv4Addr> = container
+                .record()
+                .info
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| endpoint.ipv4)
+                .collect();
+            let mut data_plane = self.data_plane();
+            data_plane.release_ports(&ports);
+            data_plane.release_addresses(&former_addresses);
+            if let Err(error) = data_plane.set_holding(slot, None) {
+                warn!(container = %name, id = %short_id, %error, "cannot clear the holding mode");
+            }
+        }
         {
             let mut record = container.record();
             record.state = record.state.next(Transition::FinishWake)?;
@@ -242,6 +282,18 @@ impl Daemon {
             record.wakes += 1;
             record.last_wake = Some(elapsed);
             if let Ok(info) = &result {
+                for endpoint in &record.info.endpoints {
+                    let now = info.0.endpoints.iter().find(|new| new.network == endpoint.network).and_then(|new| new.ipv4);
+                    if endpoint.ipv4.is_some() && now != endpoint.ipv4 {
+                        warn!(
+                            container = %name,
+                            network = %endpoint.network,
+                            before = ?endpoint.ipv4,
+                            after = ?now,
+                            "woke with another address; clients that kept the old one cannot reach it"
+                        );
+                    }
+                }
                 record.info = info.0.clone();
                 record.interfaces = info.1.clone();
                 record.last_error = None;
@@ -286,6 +338,49 @@ impl Daemon {
             wait_until_accepting(name, address, port.container_port, WAKE_TIMEOUT).await?;
         }
         Ok((info, interfaces))
+    }
+
+    /// Starts a stand-in for a container that just went to sleep and counts
+    /// its traffic in the container's slot. Failures are logged: the
+    /// container then sleeps without one, reachable through its published
+    /// ports only.
+    async fn start_stand_in(&self, container: &Container, slot: u32) -> Option<(String, Vec<u32>)> {
+        let (info, name) = {
+            let record = container.record();
+            (record.info.clone(), record.info.name.clone())
+        };
+        match self.engine.start_stand_in(&info).await {
+            Ok(Some(stand_in)) => {
+                let interfaces = self.attach_interfaces(&stand_in.info, slot, &[]);
+                let addresses: Vec<String> = stand_in
+                    .info
+                    .endpoints
+                    .iter()
+                    .filter_map(|endpoint| endpoint.ipv4.map(|ip| format!("{}={ip}", endpoint.network)))
+                    .collect();
+                info!(container = %name, stand_in = %short(&stand_in.id), addresses = %addresses.join(","), "stand-in keeps its addresses and names");
+                Some((stand_in.id, interfaces))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                warn!(container = %name, %error, "cannot start a stand-in; the container is reachable through its published ports only");
+                None
+            }
+        }
+    }
+
+    /// Removes the stand-in of a container, if it has one.
+    pub async fn remove_stand_in(&self, container: &Container) {
+        let Some((id, interfaces)) = container.record().stand_in.take() else {
+            return;
+        };
+        {
+            let mut data_plane = self.data_plane();
+            for ifindex in interfaces {
+                data_plane.detach_interface(ifindex);
+            }
+        }
+        self.engine.remove_stand_in(&id).await;
     }
 
     /// Starts counting traffic on a running container's interfaces and stops
@@ -353,7 +448,7 @@ async fn wait_until_accepting(name: &str, address: Ipv4Addr, port: u16, limit: D
     let deadline = Instant::now() + limit;
     let target = SocketAddrV4::new(address, port);
     loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await;
+        let attempt = tokio::time::timeout(Duration::from_secs(1), connect_marked(target)).await;
         if let Ok(Ok(_stream)) = attempt {
             return Ok(());
         }

@@ -64,6 +64,9 @@ pub struct Record {
     pub last_error: Option<String>,
     /// Connections the holder accepted for this container.
     pub held_connections: u64,
+    /// The stand-in that keeps its addresses and names while it sleeps,
+    /// with the host-side interfaces counted for it.
+    pub stand_in: Option<(String, Vec<u32>)>,
 }
 
 impl Container {
@@ -104,6 +107,7 @@ impl Record {
             next_sleep_attempt_ns: 0,
             last_error: None,
             held_connections: 0,
+            stand_in: None,
         }
     }
 }
@@ -160,6 +164,11 @@ impl Registry {
             self.next_slot += 1;
             self.next_slot - 1
         })
+    }
+
+    /// Returns the container that owns a slot.
+    pub fn by_slot(&self, slot: u32) -> Option<Arc<Container>> {
+        self.containers.values().find(|container| container.slot == Some(slot)).cloned()
     }
 
     /// Finds a container by exact name, full id or unique id prefix.

@@ -55,6 +55,9 @@ pub struct ContainerStatus {
     /// Connections the holder accepted for this container. Once it is
     /// awake, connections go straight to it and are not counted here.
     pub held_connections: u64,
+    /// Id of the stand-in that keeps its names and addresses while it
+    /// sleeps.
+    pub stand_in: Option<String>,
 }
 
 impl Daemon {
@@ -101,6 +104,7 @@ impl Daemon {
                     last_wake_ms: record.last_wake.map(|elapsed| elapsed.as_millis() as u64),
                     last_error: record.last_error.clone(),
                     held_connections: record.held_connections,
+                    stand_in: record.stand_in.as_ref().map(|(id, _)| id.clone()),
                 }
             })
             .collect();
@@ -214,6 +218,7 @@ mod tests {
                 last_wake_ms: None,
                 last_error: None,
                 held_connections: 0,
+                stand_in: None,
             }],
         };
         let table = render_table(&report);

@@ -23,7 +23,7 @@ impl Daemon {
         let live: HashSet<&String> = ids.iter().collect();
         let known: Vec<String> = self.registry().all().into_iter().map(|c| c.id.clone()).collect();
         for id in known.iter().filter(|id| !live.contains(id)) {
-            self.forget(id);
+            self.forget(id).await;
         }
         for id in &ids {
             self.refresh(id).await;
@@ -36,7 +36,7 @@ impl Daemon {
         let info = match self.engine.inspect(id).await {
             Ok(Some(info)) => info,
             Ok(None) => {
-                self.forget(id);
+                self.forget(id).await;
                 return;
             }
             Err(error) => {
@@ -45,9 +45,12 @@ impl Daemon {
             }
         };
 
+        if info.stands_in_for().is_some() {
+            return;
+        }
         let idle_timeout = match labels::management(&info.labels, &self.defaults) {
             Management::Unmanaged => {
-                self.forget(id);
+                self.forget(id).await;
                 return;
             }
             Management::Invalid(error) => {
@@ -184,11 +187,12 @@ impl Daemon {
         self.registry().insert(Arc::new(Container::new(id, None, record)));
     }
 
-    /// Removes a container that no longer exists.
-    fn forget(&self, id: &str) {
+    /// Removes a container that no longer exists, with its stand-in.
+    async fn forget(&self, id: &str) {
         let Some(container) = self.registry().remove(id) else {
             return;
         };
+        self.remove_stand_in(&container).await;
         let record = container.record();
         info!(container = %record.info.name, id = %short(id), "container removed");
         if let Some(slot) = container.slot {

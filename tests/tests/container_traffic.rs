@@ -15,8 +15,9 @@ use lightwhale_tests::{
 /// used, and sleeps once that stops.
 #[test]
 fn container_traffic_keeps_upstream_awake() -> Result<()> {
-    let daemon = Daemon::start(&[])?;
+    // Dropped last, after the daemon removed the stand-ins.
     let network = Network::create("c2c")?;
+    let daemon = Daemon::start(&[])?;
     let db = Container::builder("c2c-db", HTTP_COUNTER_IMAGE)
         .managed("3s")
         .network(&network)

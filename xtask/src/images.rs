@@ -69,9 +69,17 @@ pub fn prepare_demo_image(workspace_root: &Path) -> Result<&'static str> {
 pub fn remove_test_leftovers() -> Result<()> {
     let filter = format!("label={TEST_LABEL}");
 
-    let containers = lines(&run(
+    let mut containers = lines(&run(
         Command::new("docker").args(["ps", "-aq", "--filter", &filter])
     )?);
+    // Stand-ins that a test daemon left behind hold addresses on the test
+    // networks, which could not be removed otherwise.
+    containers.extend(lines(&run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        "label=lightwhale.stand-in",
+    ]))?));
     if !containers.is_empty() {
         run(Command::new("docker").args(["rm", "-f"]).args(&containers))?;
         println!("removed {} test container(s)", containers.len());

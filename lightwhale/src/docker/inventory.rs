@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::EngineError;
 
+/// Label that marks a stand-in; its value is the id of the sleeping
+/// container it stands in for.
+pub const STAND_IN_LABEL: &str = "lightwhale.stand-in";
+
 /// One container as the engine reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -56,6 +60,8 @@ pub struct Endpoint {
     pub ipv4: Option<Ipv4Addr>,
     /// MAC address of the container side, used to find the host-side veth.
     pub mac: Option<String>,
+    /// Network-scoped aliases, as Docker's DNS resolves them.
+    pub aliases: Vec<String>,
 }
 
 /// One published port binding.
@@ -107,6 +113,7 @@ impl ContainerInfo {
                     .filter(|address| !address.is_empty())
                     .and_then(|address| address.parse().ok()),
                 mac: settings.mac_address.filter(|mac| !mac.is_empty()),
+                aliases: settings.aliases.unwrap_or_default(),
             })
             .collect();
         endpoints.sort_by(|left, right| left.network.cmp(&right.network));
@@ -128,6 +135,12 @@ impl ContainerInfo {
             endpoints,
             ports,
         })
+    }
+
+    /// Returns the id of the container this one stands in for, if it is a
+    /// stand-in.
+    pub fn stands_in_for(&self) -> Option<&str> {
+        self.labels.get(STAND_IN_LABEL).map(String::as_str)
     }
 
     /// Returns the short id that Docker shows.

@@ -6,7 +6,8 @@ pub(crate) mod engine;
 mod inventory;
 mod preflight;
 mod restore;
+pub mod stand_in;
 
 pub use engine::{Engine, EngineError};
-pub use inventory::{ContainerInfo, Endpoint, NetworkMode, PublishedPort};
+pub use inventory::{ContainerInfo, Endpoint, NetworkMode, PublishedPort, STAND_IN_LABEL};
 pub use preflight::check_engine;
