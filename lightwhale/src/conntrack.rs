@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 /// The entries are matched twice: as original destination (clients that
 /// connected to the container's address) and as reply source (clients whose
 /// destination NAT pointed at the container).
-// NOTE: this runs the `conntrack` tool of conntrack-tools; without it, a
+// NOTE: this runs the `conntrack` tool of conntrack-tools. Without it, a
 // client whose SYN was dropped during a checkpoint may wait for conntrack's
 // SYN_SENT timeout (120 s by default) instead of about a second.
 pub async fn forget_address(address: Ipv4Addr) {

@@ -37,10 +37,10 @@ fn connections_during_checkpoint_are_held() -> Result<()> {
     let hits = parse_hits(&http_get(loopback)?)?;
 
     let sleeper = {
-        let binary_daemon = &daemon;
+        let daemon_ref = &daemon;
         let name = web.name().to_owned();
         thread::scope(|scope| -> Result<Vec<u64>> {
-            let sleep = scope.spawn(move || binary_daemon.cli(&["sleep", &name]));
+            let sleep = scope.spawn(move || daemon_ref.cli(&["sleep", &name]));
             daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
 
             // Each client connects while the checkpoint runs.

@@ -33,8 +33,8 @@ pub const IMAGE: &str = concat!("lightwhale/stand-in:", env!("CARGO_PKG_VERSION"
 /// The pause program, built by the build script.
 static PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
 
-/// Docker's answer when an address is requested on a network whose subnet
-/// it chose itself.
+/// Part of Docker's error message when an address is requested on a
+/// network whose subnet it chose itself.
 const NO_USER_SUBNET: &str = "user configured subnets";
 
 /// A running stand-in.
@@ -42,7 +42,7 @@ const NO_USER_SUBNET: &str = "user configured subnets";
 pub struct StandIn {
     /// Container id.
     pub id: String,
-    /// What the engine reports about it once started.
+    /// Its inspect result once started.
     pub info: ContainerInfo,
 }
 
@@ -185,7 +185,7 @@ impl Engine {
         };
         match self.client().remove_container(id, Some(options)).await {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(error) => tracing::warn!(id = %&id[..id.len().min(12)], %error, "cannot remove stand-in"),
+            Err(error) => tracing::warn!(id = %crate::lifecycle::short(id), %error, "cannot remove stand-in"),
         }
     }
 
