@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{control::DEFAULT_SOCKET, labels};
+use crate::{control::DEFAULT_SOCKET, labels, store};
 
 /// Frees the memory of idle Docker containers by checkpointing them, and
 /// restores them on their next connection.
@@ -54,6 +54,11 @@ pub struct RunArgs {
     /// 30s or 10m. The label lightwhale.idle-timeout overrides it.
     #[arg(long, default_value = "10m", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
+
+    /// Directory of the state file, which records the containers put to
+    /// sleep so that a restarted daemon serves them again.
+    #[arg(long, env = "LIGHTWHALE_STATE_DIR", default_value = store::DEFAULT_DIR)]
+    pub state_dir: PathBuf,
 
     #[command(flatten)]
     pub socket: SocketArg,

@@ -24,6 +24,7 @@ use crate::{
     lifecycle::short,
     registry::Registry,
     state::State,
+    store::Store,
     wake_requests,
 };
 
@@ -39,6 +40,8 @@ pub struct Settings {
     pub defaults: Defaults,
     /// Path of the control socket.
     pub socket: PathBuf,
+    /// Directory of the state file.
+    pub state_dir: PathBuf,
 }
 
 /// State shared by the daemon's tasks.
@@ -47,6 +50,8 @@ pub struct Daemon {
     pub engine: Engine,
     /// Label defaults.
     pub defaults: Defaults,
+    /// What must survive a restart.
+    pub store: Store,
     /// Known containers.
     registry: Mutex<Registry>,
     /// The eBPF programs and maps; `None` once shutdown released them.
@@ -117,6 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         engine.remove_stand_in(&id).await;
     }
 
+    let store = Store::open(&settings.state_dir)?;
     let control_listener = control::bind(&settings.socket).await?;
     let mut data_plane = DataPlane::load()?;
     let wake_requests = data_plane
@@ -131,6 +137,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let daemon = Arc::new(Daemon {
         engine,
         defaults: settings.defaults.clone(),
+        store,
         registry: Mutex::new(Registry::default()),
         data_plane: Mutex::new(Some(data_plane)),
         shutdown: CancellationToken::new(),

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod registry;
 pub mod state;
 pub mod status;
+pub mod store;
 mod sync;
 pub mod veth;
 mod wake_requests;

@@ -20,6 +20,7 @@ use crate::{
     idle::retry_delay,
     registry::Container,
     state::{InvalidTransition, State, Transition},
+    store::SleepingContainer,
     veth,
 };
 
@@ -145,6 +146,21 @@ impl Daemon {
 
         match result {
             Ok(()) => {
+                let sleeping = {
+                    let record = container.record();
+                    SleepingContainer {
+                        name: name.clone(),
+                        checkpoint: checkpoint.clone(),
+                        held_ports: ports.clone(),
+                        endpoints: record.info.endpoints.clone(),
+                        memory_freed: memory,
+                    }
+                };
+                if let Err(error) = self.store.record_sleep(&container.id, sleeping) {
+                    // Docker still has the checkpoint, from which a restarted
+                    // daemon finds the container again.
+                    error!(container = %name, id = %short_id, %error, "cannot record the sleep in the state file");
+                }
                 let interfaces = {
                     let mut record = container.record();
                     record.state = record.state.next(Transition::FinishSleep)?;
@@ -299,6 +315,10 @@ impl Daemon {
                 record.last_error = None;
             }
         }
+        // The container runs again, whether or not its ports answered.
+        if let Err(error) = self.store.forget(&container.id) {
+            error!(container = %name, id = %short_id, %error, "cannot remove the container from the state file");
+        }
         match result {
             Ok((info, _)) => {
                 info!(container = %name, id = %short_id, elapsed_ms = elapsed.as_millis() as u64, "woke");
@@ -367,6 +387,22 @@ impl Daemon {
                 None
             }
         }
+    }
+
+    /// Gives a container found asleep at startup, whose former addresses the
+    /// state file recorded, its stand-in back.
+    pub async fn restore_stand_in(&self, container: &Container, slot: u32) {
+        let _operation = container.operation.lock().await;
+        let addresses: Vec<Ipv4Addr> = container.record().info.endpoints.iter().filter_map(|endpoint| endpoint.ipv4).collect();
+        if let Err(error) = self.data_plane().hold_addresses(slot, &addresses) {
+            warn!(id = %short(&container.id), %error, "cannot hold addresses");
+        }
+        let stand_in = self.start_stand_in(container, slot).await;
+        let mode = stand_in.as_ref().map(|_| holding::DROP_AND_WAKE);
+        if let Err(error) = self.data_plane().set_holding(slot, mode) {
+            warn!(id = %short(&container.id), %error, "cannot set the holding mode");
+        }
+        container.record().stand_in = stand_in;
     }
 
     /// Removes the stand-in of a container, if it has one.

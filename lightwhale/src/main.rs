@@ -33,6 +33,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let settings = Settings {
                 defaults: Defaults { manage_all: args.all, idle_timeout: args.idle_timeout },
                 socket: args.socket.socket,
+                state_dir: args.state_dir,
             };
             daemon::run(settings).await
         }

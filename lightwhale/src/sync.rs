@@ -92,6 +92,24 @@ impl Daemon {
             (false, None) => State::Stopped,
         };
 
+        // The state file knows what Docker forgot when the container
+        // stopped: its former addresses, and the ports held for it.
+        let saved = self.store.sleeping(&info.id);
+        if state != State::Asleep && saved.is_some() {
+            if let Err(error) = self.store.forget(&info.id) {
+                warn!(container = %info.name, %error, "cannot update the state file");
+            }
+        }
+        let saved = saved.filter(|_| state == State::Asleep);
+        let mut info = info;
+        let held_ports = match &saved {
+            Some(saved) => {
+                info.endpoints = saved.endpoints.clone();
+                saved.held_ports.clone()
+            }
+            None => info.ports.clone(),
+        };
+
         let slot = self.registry().allocate_slot();
         if let Err(error) = self.data_plane().add_container(slot) {
             warn!(container = %info.name, id = %info.short_id(), %error, "cannot create activity counters");
@@ -101,7 +119,7 @@ impl Daemon {
             _ => Vec::new(),
         };
         if state == State::Asleep {
-            if let Err(error) = self.data_plane().hold_ports(slot, &info.ports) {
+            if let Err(error) = self.data_plane().hold_ports(slot, &held_ports) {
                 warn!(container = %info.name, id = %info.short_id(), %error, "cannot hold ports");
             }
         }
@@ -110,7 +128,8 @@ impl Daemon {
         record.interfaces = interfaces;
         record.checkpoint = checkpoint;
         if state == State::Asleep {
-            record.held_ports = info.ports.clone();
+            record.held_ports = held_ports;
+            record.memory_freed = saved.as_ref().and_then(|saved| saved.memory_freed);
         }
         info!(
             container = %info.name,
@@ -120,7 +139,11 @@ impl Daemon {
             "managing container"
         );
         let container = Arc::new(Container::new(info.id.clone(), Some(slot), record));
-        self.registry().insert(container);
+        self.registry().insert(container.clone());
+
+        if saved.is_some() {
+            self.restore_stand_in(&container, slot).await;
+        }
     }
 
     /// Applies a change reported by the engine to a known container.
@@ -151,6 +174,9 @@ impl Daemon {
                 self.data_plane().release_ports(&held);
                 record.checkpoint = None;
                 record.awake_since_ns = monotonic_ns();
+                if let Err(error) = self.store.forget(&container.id) {
+                    warn!(container = %info.name, %error, "cannot update the state file");
+                }
             }
             (State::Stopped, State::Awake) => record.awake_since_ns = monotonic_ns(),
             (State::Awake, State::Stopped) => {
@@ -193,6 +219,9 @@ impl Daemon {
             return;
         };
         self.remove_stand_in(&container).await;
+        if let Err(error) = self.store.forget(id) {
+            warn!(id = %short(id), %error, "cannot update the state file");
+        }
         let record = container.record();
         info!(container = %record.info.name, id = %short(id), "container removed");
         if let Some(slot) = container.slot {

@@ -39,6 +39,8 @@ pub struct Daemon {
     work_dir: PathBuf,
     socket: PathBuf,
     log_path: PathBuf,
+    /// Arguments after `run`, kept for [`Daemon::restart`].
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -61,15 +63,37 @@ impl Daemon {
             .with_context(|| format!("failed to create {}", work_dir.display()))?;
         let socket = work_dir.join("lightwhale.sock");
         let log_path = work_dir.join("daemon.log");
-        let log = File::create(&log_path)
+        File::create(&log_path)
             .with_context(|| format!("failed to create {}", log_path.display()))?;
 
-        let mut command = Command::new(&binary);
+        let daemon = Daemon {
+            binary,
+            child: Mutex::new(None),
+            work_dir,
+            socket,
+            log_path,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
+    /// Starts the daemon process, appending to the log, with a state
+    /// directory of its own that survives restarts, and waits until it is
+    /// ready.
+    fn spawn(&self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("failed to open {}", self.log_path.display()))?;
+        let mut command = Command::new(&self.binary);
         command
             .arg("run")
-            .args(args)
+            .args(&self.args)
             .arg("--socket")
-            .arg(&socket)
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.work_dir.join("state"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -80,22 +104,40 @@ impl Daemon {
         }
         let child = command
             .spawn()
-            .with_context(|| format!("failed to start {}", binary.display()))?;
+            .with_context(|| format!("failed to start {}", self.binary.display()))?;
         println!(
-            "started lightwhale (pid {}) with args {args:?}, log {}",
+            "started lightwhale (pid {}) with args {:?}, log {}",
             child.id(),
-            log_path.display()
+            self.args,
+            self.log_path.display()
         );
+        *self.child.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+        self.wait_until_ready()
+    }
 
-        let daemon = Daemon {
-            binary,
-            child: Mutex::new(Some(child)),
-            work_dir,
-            socket,
-            log_path,
+    /// Kills the daemon with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self
+            .child
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            bail!("the daemon was already stopped");
         };
-        daemon.wait_until_ready()?;
-        Ok(daemon)
+        child.kill()?;
+        let status = child.wait()?;
+        println!("lightwhale (pid {}) killed: {status}", child.id());
+        Ok(())
+    }
+
+    /// Starts the daemon again after [`Daemon::kill`] or [`Daemon::stop`],
+    /// with the same arguments, socket and state directory.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.get_mut().unwrap_or_else(PoisonError::into_inner).is_some() {
+            bail!("the daemon still runs");
+        }
+        self.spawn()
     }
 
     /// Returns the daemon's process id, or 0 once it was stopped.

@@ -52,7 +52,7 @@ pub enum NetworkMode {
 }
 
 /// A container interface on one Docker network.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Network name.
     pub network: String,

@@ -33,6 +33,9 @@ pub const IMAGE: &str = concat!("lightwhale/stand-in:", env!("CARGO_PKG_VERSION"
 /// The pause program, built by the build script.
 static PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
 
+/// Name of Docker's default bridge network.
+const DEFAULT_BRIDGE: &str = "bridge";
+
 /// Part of Docker's error message when an address is requested on a
 /// network whose subnet it chose itself.
 const NO_USER_SUBNET: &str = "user configured subnets";
@@ -72,8 +75,17 @@ impl Engine {
     /// names and, where Docker accepts it, its former address. Networks on
     /// which the stand-in did not get the former address are left, so that
     /// no client is sent to an address that the container will not have.
+    ///
+    /// Docker's default bridge network has no DNS, so a stand-in there would
+    /// only keep an address, at the cost of its shim's memory; a container
+    /// that is only on that network gets no stand-in.
     pub async fn start_stand_in(&self, sleeper: &ContainerInfo) -> Result<Option<StandIn>, EngineError> {
-        let Some((first, others)) = sleeper.endpoints.split_first() else {
+        let endpoints: Vec<&super::Endpoint> = sleeper
+            .endpoints
+            .iter()
+            .filter(|endpoint| endpoint.network != DEFAULT_BRIDGE)
+            .collect();
+        let Some((first, others)) = endpoints.split_first() else {
             return Ok(None);
         };
         let name = format!("{}-lightwhale-stand-in", sleeper.name);
@@ -115,7 +127,7 @@ impl Engine {
         };
 
         let connected = async {
-            for endpoint in others {
+            for endpoint in others.iter().copied() {
                 let mut request = NetworkConnectRequest {
                     container: id.clone(),
                     endpoint_config: Some(endpoint_settings(sleeper, endpoint, true)),
@@ -205,16 +217,11 @@ impl Engine {
 /// its name (which Docker resolves only for the container itself), and its
 /// former address when `with_address` is set.
 fn endpoint_settings(sleeper: &ContainerInfo, endpoint: &super::Endpoint, with_address: bool) -> EndpointSettings {
-    // Docker's default bridge network has no DNS and rejects aliases.
-    let user_defined = endpoint.network != "bridge";
-    let mut aliases = Vec::new();
-    if user_defined {
-        aliases.push(sleeper.name.clone());
-        aliases.extend(endpoint.aliases.iter().filter(|alias| **alias != sleeper.name).cloned());
-    }
-    let address = former_address(sleeper, &endpoint.network).filter(|_| with_address && user_defined);
+    let mut aliases = vec![sleeper.name.clone()];
+    aliases.extend(endpoint.aliases.iter().filter(|alias| **alias != sleeper.name).cloned());
+    let address = former_address(sleeper, &endpoint.network).filter(|_| with_address);
     EndpointSettings {
-        aliases: (!aliases.is_empty()).then_some(aliases),
+        aliases: Some(aliases),
         ipam_config: address.map(|address| EndpointIpamConfig {
             ipv4_address: Some(address.to_string()),
             ..Default::default()
