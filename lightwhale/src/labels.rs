@@ -10,13 +10,25 @@ pub const ENABLE: &str = "lightwhale.enable";
 /// Idle time before the container is put to sleep, in humantime form
 /// (`30s`, `10m`); overrides the daemon's `--idle-timeout`.
 pub const IDLE_TIMEOUT: &str = "lightwhale.idle-timeout";
+/// Time a woken container has to accept connections on its published
+/// ports before its held connections are closed (default 60s).
+pub const WAKE_TIMEOUT: &str = "lightwhale.wake-timeout";
+/// What to do when a restore fails: `start` (default) starts the container
+/// without its checkpoint, losing its memory state but answering its
+/// clients; `fail` leaves it stopped and closes the held connections.
+pub const ON_RESTORE_FAILURE: &str = "lightwhale.on-restore-failure";
 /// Marks containers and images that the project's own tests create, with
 /// `lightwhale.test.*` labels of their own; ignored here.
 pub const TEST: &str = "lightwhale.test";
 
 const PREFIX: &str = "lightwhale.";
 /// Labels for users; [`TEST`] is accepted too but not advertised.
-const KNOWN: [&str; 2] = [ENABLE, IDLE_TIMEOUT];
+const KNOWN: [&str; 4] = [ENABLE, IDLE_TIMEOUT, WAKE_TIMEOUT, ON_RESTORE_FAILURE];
+
+/// Default of [`WAKE_TIMEOUT`].
+pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wake timeout accepted.
+pub const MAX_WAKE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Shortest idle timeout accepted. Below it a container would be
 /// checkpointed between two requests of an ordinary client.
@@ -33,11 +45,31 @@ pub struct Defaults {
     pub idle_timeout: Duration,
 }
 
+/// How lightwhale puts one managed container to sleep and wakes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Time without traffic before it sleeps.
+    pub idle_timeout: Duration,
+    /// Time a restored container has to accept connections.
+    pub wake_timeout: Duration,
+    /// What a failed restore leads to.
+    pub on_restore_failure: RestoreFailure,
+}
+
+/// The choices of [`ON_RESTORE_FAILURE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreFailure {
+    /// Start the container without its checkpoint.
+    Start,
+    /// Leave it stopped and close the held connections.
+    Fail,
+}
+
 /// The treatment of one container by lightwhale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Management {
-    /// Watched, put to sleep after `idle_timeout` without traffic.
-    Managed { idle_timeout: Duration },
+    /// Watched, put to sleep after its idle timeout without traffic.
+    Managed(Policy),
     /// Not opted in, or opted out: never touched.
     Unmanaged,
     /// Opted in with labels that do not parse: left alone, with the reason
@@ -57,6 +89,12 @@ pub enum LabelError {
     /// The idle timeout is outside the accepted range.
     #[error("invalid label {IDLE_TIMEOUT}={value:?}: {}", DurationProblem::OutOfRange)]
     TimeoutOutOfRange { value: String },
+    /// The wake timeout is not a duration or is outside 1s..1h.
+    #[error("invalid label {WAKE_TIMEOUT}={value:?}: expected a duration between 1s and 1h, such as 30s or 2m")]
+    InvalidWakeTimeout { value: String },
+    /// The restore failure choice is unknown.
+    #[error("invalid label {ON_RESTORE_FAILURE}={value:?}: expected start or fail")]
+    InvalidRestoreFailure { value: String },
     /// A `lightwhale.*` label that this version does not know, most likely
     /// a typo that would otherwise be ignored silently.
     #[error("unknown label {label:?}: known labels are {}", KNOWN.join(", "))]
@@ -111,15 +149,31 @@ pub fn management(labels: &HashMap<String, String>, defaults: &Defaults) -> Mana
         });
     }
 
-    match labels.get(IDLE_TIMEOUT) {
-        None => Management::Managed {
-            idle_timeout: defaults.idle_timeout,
-        },
-        Some(value) => match parse_idle_timeout(value) {
-            Ok(idle_timeout) => Management::Managed { idle_timeout },
-            Err(error) => Management::Invalid(error),
-        },
+    match policy(labels, defaults) {
+        Ok(policy) => Management::Managed(policy),
+        Err(error) => Management::Invalid(error),
     }
+}
+
+/// Reads the policy labels of an opted-in container.
+fn policy(labels: &HashMap<String, String>, defaults: &Defaults) -> Result<Policy, LabelError> {
+    let idle_timeout = match labels.get(IDLE_TIMEOUT) {
+        None => defaults.idle_timeout,
+        Some(value) => parse_idle_timeout(value)?,
+    };
+    let wake_timeout = match labels.get(WAKE_TIMEOUT) {
+        None => DEFAULT_WAKE_TIMEOUT,
+        Some(value) => humantime::parse_duration(value.trim())
+            .ok()
+            .filter(|duration| (MIN_IDLE_TIMEOUT..=MAX_WAKE_TIMEOUT).contains(duration))
+            .ok_or_else(|| LabelError::InvalidWakeTimeout { value: value.clone() })?,
+    };
+    let on_restore_failure = match labels.get(ON_RESTORE_FAILURE).map(String::as_str) {
+        None | Some("start") => RestoreFailure::Start,
+        Some("fail") => RestoreFailure::Fail,
+        Some(value) => return Err(LabelError::InvalidRestoreFailure { value: value.to_owned() }),
+    };
+    Ok(Policy { idle_timeout, wake_timeout, on_restore_failure })
 }
 
 fn is_known(label: &str) -> bool {
@@ -154,6 +208,10 @@ mod tests {
             .collect()
     }
 
+    fn default_policy(idle_timeout: Duration) -> Policy {
+        Policy { idle_timeout, wake_timeout: DEFAULT_WAKE_TIMEOUT, on_restore_failure: RestoreFailure::Start }
+    }
+
     const DEFAULTS: Defaults = Defaults {
         manage_all: false,
         idle_timeout: Duration::from_secs(600),
@@ -167,7 +225,7 @@ mod tests {
     #[test]
     fn enable_label_uses_default_timeout() {
         let result = management(&labels(&[(ENABLE, "true")]), &DEFAULTS);
-        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(600) });
+        assert_eq!(result, Management::Managed(default_policy(Duration::from_secs(600))));
     }
 
     #[test]
@@ -175,7 +233,7 @@ mod tests {
         let all = Defaults { manage_all: true, ..DEFAULTS };
         assert_eq!(
             management(&labels(&[]), &all),
-            Management::Managed { idle_timeout: Duration::from_secs(600) }
+            Management::Managed(default_policy(Duration::from_secs(600)))
         );
         assert_eq!(management(&labels(&[(ENABLE, "false")]), &all), Management::Unmanaged);
     }
@@ -183,9 +241,9 @@ mod tests {
     #[test]
     fn idle_timeout_label_overrides_default() {
         let result = management(&labels(&[(ENABLE, "true"), (IDLE_TIMEOUT, "30s")]), &DEFAULTS);
-        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(30) });
+        assert_eq!(result, Management::Managed(default_policy(Duration::from_secs(30))));
         let result = management(&labels(&[(ENABLE, "true"), (IDLE_TIMEOUT, "10m")]), &DEFAULTS);
-        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(600) });
+        assert_eq!(result, Management::Managed(default_policy(Duration::from_secs(600))));
     }
 
     #[test]
@@ -197,6 +255,9 @@ mod tests {
             (&[(ENABLE, "true"), (IDLE_TIMEOUT, "0s")], "must be between"),
             (&[(ENABLE, "true"), (IDLE_TIMEOUT, "400d")], "must be between"),
             (&[(ENABLE, "true"), ("lightwhale.idle-timout", "3s")], "known labels are lightwhale.enable, lightwhale.idle-timeout"),
+            (&[(ENABLE, "true"), (WAKE_TIMEOUT, "0s")], "expected a duration between 1s and 1h"),
+            (&[(ENABLE, "true"), (WAKE_TIMEOUT, "2h")], "expected a duration between 1s and 1h"),
+            (&[(ENABLE, "true"), (ON_RESTORE_FAILURE, "retry")], "expected start or fail"),
         ];
         for (pairs, expected) in cases {
             match management(&labels(pairs), &DEFAULTS) {
@@ -207,6 +268,20 @@ mod tests {
                 other => panic!("{pairs:?} was accepted as {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn policy_labels_parse() {
+        let result = management(
+            &labels(&[(ENABLE, "true"), (WAKE_TIMEOUT, "2m"), (ON_RESTORE_FAILURE, "fail")]),
+            &DEFAULTS,
+        );
+        let expected = Policy {
+            idle_timeout: Duration::from_secs(600),
+            wake_timeout: Duration::from_secs(120),
+            on_restore_failure: RestoreFailure::Fail,
+        };
+        assert_eq!(result, Management::Managed(expected));
     }
 
     #[test]
@@ -223,6 +298,6 @@ mod tests {
             &labels(&[(ENABLE, "true"), (TEST, "1"), ("lightwhale.test.fingerprint", "x")]),
             &DEFAULTS,
         );
-        assert_eq!(result, Management::Managed { idle_timeout: Duration::from_secs(600) });
+        assert_eq!(result, Management::Managed(default_policy(Duration::from_secs(600))));
     }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod connect;
+pub mod connections;
 pub mod conntrack;
 pub mod daemon;
 pub mod dataplane;

@@ -14,6 +14,7 @@ use lightwhale_common::holding;
 use crate::{
     clock::monotonic_ns,
     connect::connect_marked,
+    connections,
     conntrack,
     daemon::Daemon,
     docker::{engine::new_checkpoint_name, ContainerInfo, EngineError, PublishedPort},
@@ -21,21 +22,22 @@ use crate::{
     registry::Container,
     state::{InvalidTransition, State, Transition},
     store::SleepingContainer,
+    labels::RestoreFailure,
     veth,
 };
 
-/// How long a restored container may take to accept connections on its
-/// published ports before the wake counts as failed.
-pub const WAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long Docker may take to report a checkpointed container stopped.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
-/// Why a sleep or wake did not happen.
+/// Reason a sleep or wake did not happen.
 #[derive(Debug, Error)]
 pub enum LifecycleError {
     /// The container is not in a state that allows the operation.
     #[error("{name} is {state}, not {expected}")]
     WrongState { name: String, state: State, expected: &'static str },
+    /// The checkpoint would cut established connections.
+    #[error("{name} has {open} established TCP connections; it can sleep once they close")]
+    OpenConnections { name: String, open: usize },
     /// The container cannot be managed at all.
     #[error("{name} is not manageable: {reason}")]
     Unmanageable { name: String, reason: String },
@@ -59,7 +61,7 @@ pub enum LifecycleError {
     Transition(#[from] InvalidTransition),
 }
 
-/// What a completed sleep did.
+/// Outcome of a completed sleep.
 #[derive(Debug, Clone)]
 pub struct SleepReport {
     /// Memory use just before the checkpoint, in bytes.
@@ -84,6 +86,10 @@ impl Daemon {
             let name = record.info.name.clone();
             if record.state != State::Awake {
                 return Err(LifecycleError::WrongState { name, state: record.state, expected: "awake" });
+            }
+            let open = record.info.pid.map(connections::established).and_then(Result::ok).unwrap_or(0);
+            if open > 0 {
+                return Err(LifecycleError::OpenConnections { name, open });
             }
             record.state = record.state.next(Transition::BeginSleep)?;
             record.held_ports = record.info.ports.clone();
@@ -211,6 +217,11 @@ impl Daemon {
         }
     }
 
+    /// Returns whether the engine reports the container running.
+    async fn is_running(&self, id: &str) -> bool {
+        matches!(self.engine.inspect(id).await, Ok(Some(info)) if info.running)
+    }
+
     /// Polls the engine until it reports the container stopped, or `limit`
     /// passed.
     async fn wait_until_stopped(&self, id: &str, limit: Duration) {
@@ -232,7 +243,7 @@ impl Daemon {
         let _operation = container.operation.clone().lock_owned().await;
         let slot = managed_slot(container)?;
 
-        let (name, checkpoint, ports) = {
+        let (name, checkpoint, ports, policy) = {
             let mut record = container.record();
             let name = record.info.name.clone();
             match record.state {
@@ -244,7 +255,7 @@ impl Daemon {
                 return Err(LifecycleError::Gone(format!("{name} is asleep without a checkpoint")));
             };
             record.state = record.state.next(Transition::BeginWake)?;
-            (name, checkpoint, record.held_ports.clone())
+            (name, checkpoint, record.held_ports.clone(), record.policy)
         };
         let short_id = short(&container.id);
         let started = Instant::now();
@@ -258,23 +269,44 @@ impl Daemon {
         }
         self.remove_stand_in(container).await;
 
-        if let Err(error) = self.engine.restore(&container.id, &checkpoint).await {
-            {
+        let mut cold_started = false;
+        let restore = self.engine.restore(&container.id, &checkpoint).await;
+        if let Err(error) = &restore {
+            error!(container = %name, id = %short_id, %checkpoint, cause = %error, "restore failed");
+            container.record().last_error = Some(format!("restore from {checkpoint} failed: {error}"));
+            if policy.on_restore_failure == RestoreFailure::Start {
+                // The failed checkpoint stays for inspection.
+                match self.engine.client().start_container(&container.id, None).await {
+                    Ok(()) => {
+                        warn!(container = %name, id = %short_id, "started without its checkpoint: its memory state is lost");
+                        container.record().last_error = Some(format!(
+                            "restore from {checkpoint} failed, so it was started without it and lost its memory state: {error}"
+                        ));
+                        cold_started = true;
+                    }
+                    Err(start_error) => {
+                        error!(container = %name, id = %short_id, cause = %start_error, "start without the checkpoint failed");
+                    }
+                }
+            }
+        }
+        if restore.is_err() && !cold_started && !self.is_running(&container.id).await {
+            let error = {
                 let mut record = container.record();
                 record.state = record.state.next(Transition::FailWake)?;
-                record.last_error = Some(format!("restore from {checkpoint} failed: {error}"));
-                error!(container = %name, id = %short_id, %checkpoint, cause = %error, "wake failed");
-            }
+                error!(container = %name, id = %short_id, %checkpoint, "wake failed; the container stays stopped");
+                record.last_error.clone().unwrap_or_else(|| format!("restore from {checkpoint} failed"))
+            };
             let stand_in = self.start_stand_in(container, slot).await;
             let holding_mode = stand_in.as_ref().map(|_| holding::DROP_AND_WAKE);
             let _ = self.data_plane().set_holding(slot, holding_mode);
             container.record().stand_in = stand_in;
-            return Err(error.into());
+            return Err(LifecycleError::Gone(error));
         }
 
         // The restore succeeded, so the container runs: from here on it counts
         // as awake and its ports are released, even if the checks below fail.
-        let result = self.finish_wake(container, slot, &name, &ports).await;
+        let result = self.finish_wake(container, slot, &name, &ports, policy.wake_timeout).await;
         let elapsed = started.elapsed();
         {
             let former_addresses: Vec<Ipv4Addr> = container
@@ -298,6 +330,9 @@ impl Daemon {
             record.wakes += 1;
             record.last_wake = Some(elapsed);
             if let Ok(info) = &result {
+                if !cold_started {
+                    record.last_error = None;
+                }
                 for endpoint in &record.info.endpoints {
                     let now = info.0.endpoints.iter().find(|new| new.network == endpoint.network).and_then(|new| new.ipv4);
                     if endpoint.ipv4.is_some() && now != endpoint.ipv4 {
@@ -312,17 +347,18 @@ impl Daemon {
                 }
                 record.info = info.0.clone();
                 record.interfaces = info.1.clone();
-                record.last_error = None;
             }
         }
-        // The container runs again, whether or not its ports answered.
+        // The container runs again, whether or not its ports accept connections.
         if let Err(error) = self.store.forget(&container.id) {
             error!(container = %name, id = %short_id, %error, "cannot remove the container from the state file");
         }
         match result {
             Ok((info, _)) => {
                 info!(container = %name, id = %short_id, elapsed_ms = elapsed.as_millis() as u64, "woke");
-                self.remove_old_checkpoints(container.id.clone(), name, checkpoint);
+                if !cold_started {
+                    self.remove_old_checkpoints(container.id.clone(), name, checkpoint);
+                }
                 Ok(info)
             }
             Err(error) => {
@@ -341,6 +377,7 @@ impl Daemon {
         slot: u32,
         name: &str,
         ports: &[PublishedPort],
+        wake_timeout: Duration,
     ) -> Result<(ContainerInfo, Vec<u32>), LifecycleError> {
         let info = self
             .engine
@@ -355,7 +392,7 @@ impl Daemon {
             .forward_address()
             .ok_or_else(|| LifecycleError::Gone(format!("{name} has no IPv4 address after its restore")))?;
         for port in ports {
-            wait_until_accepting(name, address, port.container_port, WAKE_TIMEOUT).await?;
+            wait_until_accepting(name, address, port.container_port, wake_timeout).await?;
         }
         Ok((info, interfaces))
     }

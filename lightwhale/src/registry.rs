@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::{
     docker::{ContainerInfo, PublishedPort},
+    labels::Policy,
     state::State,
 };
 
@@ -32,8 +33,9 @@ pub struct Container {
 pub struct Record {
     /// Latest inspect result.
     pub info: ContainerInfo,
-    /// Idle timeout from its labels or the daemon's default.
-    pub idle_timeout: Duration,
+    /// Idle and wake timeouts and restore failure handling, from its labels
+    /// or the daemon's defaults.
+    pub policy: Policy,
     /// Why it cannot be managed, if so.
     pub unmanageable: Option<String>,
     /// Where it is in the sleep/wake cycle.
@@ -88,10 +90,10 @@ impl Container {
 
 impl Record {
     /// Creates the record of a container seen for the first time.
-    pub fn new(info: ContainerInfo, idle_timeout: Duration, state: State, now_ns: u64) -> Self {
+    pub fn new(info: ContainerInfo, policy: Policy, state: State, now_ns: u64) -> Self {
         Self {
             info,
-            idle_timeout,
+            policy,
             unmanageable: None,
             state,
             held_ports: Vec::new(),
@@ -198,7 +200,10 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::docker::NetworkMode;
+    use crate::{
+        docker::NetworkMode,
+        labels::{RestoreFailure, DEFAULT_WAKE_TIMEOUT},
+    };
 
     fn container(registry: &mut Registry, id: &str, name: &str) {
         let info = ContainerInfo {
@@ -213,7 +218,12 @@ mod tests {
             ports: Vec::new(),
         };
         let slot = registry.allocate_slot();
-        let record = Record::new(info, Duration::from_secs(1), State::Awake, 0);
+        let policy = Policy {
+            idle_timeout: Duration::from_secs(1),
+            wake_timeout: DEFAULT_WAKE_TIMEOUT,
+            on_restore_failure: RestoreFailure::Start,
+        };
+        let record = Record::new(info, policy, State::Awake, 0);
         registry.insert(Arc::new(Container::new(id.into(), Some(slot), record)));
     }
 

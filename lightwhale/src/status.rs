@@ -88,7 +88,7 @@ impl Daemon {
                     state,
                     reason: record.unmanageable.clone(),
                     slot: container.slot,
-                    idle_timeout_ms: record.idle_timeout.as_millis() as u64,
+                    idle_timeout_ms: record.policy.idle_timeout.as_millis() as u64,
                     idle_for_ms: managed.then(|| {
                         idle::idle_for(now, activity.last_seen_ns, record.awake_since_ns).as_millis() as u64
                     }),

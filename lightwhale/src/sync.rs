@@ -6,10 +6,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     clock::monotonic_ns,
+    connections,
     daemon::Daemon,
     docker::{ContainerInfo, PublishedPort},
     idle,
-    labels::{self, Management},
+    labels::{self, Management, Policy},
     lifecycle::short,
     registry::{Container, Record},
     state::{State, Transition},
@@ -48,7 +49,7 @@ impl Daemon {
         if info.stands_in_for().is_some() {
             return;
         }
-        let idle_timeout = match labels::management(&info.labels, &self.defaults) {
+        let policy = match labels::management(&info.labels, &self.defaults) {
             Management::Unmanaged => {
                 self.forget(id).await;
                 return;
@@ -57,7 +58,7 @@ impl Daemon {
                 self.track_unmanageable(info, error.to_string());
                 return;
             }
-            Management::Managed { idle_timeout } => idle_timeout,
+            Management::Managed(policy) => policy,
         };
         if let Some(reason) = info.unmanageable_reason() {
             self.track_unmanageable(info, reason);
@@ -67,14 +68,14 @@ impl Daemon {
         let existing = self.registry().get(id);
         match existing {
             Some(container) => self.update(&container, info),
-            None => self.track_managed(info, idle_timeout).await,
+            None => self.track_managed(info, policy).await,
         }
     }
 
     /// Adds a managed container seen for the first time. A stopped one that
     /// has a lightwhale checkpoint is asleep: it was put to sleep by an
     /// earlier run of the daemon.
-    async fn track_managed(&self, info: ContainerInfo, idle_timeout: std::time::Duration) {
+    async fn track_managed(&self, info: ContainerInfo, policy: Policy) {
         let checkpoint = if info.running {
             None
         } else {
@@ -124,7 +125,7 @@ impl Daemon {
             }
         }
 
-        let mut record = Record::new(info.clone(), idle_timeout, state, monotonic_ns());
+        let mut record = Record::new(info.clone(), policy, state, monotonic_ns());
         record.interfaces = interfaces;
         record.checkpoint = checkpoint;
         if state == State::Asleep {
@@ -135,7 +136,7 @@ impl Daemon {
             container = %info.name,
             id = %info.short_id(),
             state = %state,
-            idle_timeout = %humantime::format_duration(idle_timeout),
+            idle_timeout = %humantime::format_duration(policy.idle_timeout),
             "managing container"
         );
         let container = Arc::new(Container::new(info.id.clone(), Some(slot), record));
@@ -208,7 +209,12 @@ impl Daemon {
             return;
         }
         warn!(container = %info.name, id = %info.short_id(), %reason, "not managing container");
-        let mut record = Record::new(info, self.defaults.idle_timeout, State::Stopped, monotonic_ns());
+        let policy = Policy {
+            idle_timeout: self.defaults.idle_timeout,
+            wake_timeout: labels::DEFAULT_WAKE_TIMEOUT,
+            on_restore_failure: labels::RestoreFailure::Start,
+        };
+        let mut record = Record::new(info, policy, State::Stopped, monotonic_ns());
         record.unmanageable = Some(reason);
         self.registry().insert(Arc::new(Container::new(id, None, record)));
     }
@@ -251,9 +257,15 @@ impl Daemon {
                 continue;
             }
             let idle_for = idle::idle_for(now, activity.last_seen_ns, record.awake_since_ns);
-            if idle::should_sleep(idle_for, record.idle_timeout) {
-                idle.push(container.clone());
+            if !idle::should_sleep(idle_for, record.policy.idle_timeout) {
+                continue;
             }
+            let open = record.info.pid.map(connections::established).and_then(Result::ok).unwrap_or(0);
+            if open > 0 {
+                debug!(container = %record.info.name, open, "idle, but stays awake while TCP connections are open");
+                continue;
+            }
+            idle.push(container.clone());
         }
         idle
     }

@@ -31,7 +31,7 @@ pub enum EngineError {
     #[error("DOCKER_HOST={0:?} is not supported: lightwhale talks to the engine's Unix socket; unset it or use unix:///path")]
     UnsupportedHost(String),
     /// A restore request failed.
-    #[error("restore failed: {0}")]
+    #[error("{0}")]
     Restore(String),
     /// The engine returned data that lightwhale cannot use.
     #[error("unexpected answer from the Docker engine: {0}")]
