@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::{
     daemon::Daemon,
+    registry::Container,
     state::State,
     status::{format_bytes, StatusReport},
 };
@@ -165,14 +166,9 @@ async fn execute(daemon: &Daemon, request: Request) -> Response {
     match request {
         Request::Status {} => Response { ok: true, status: Some(daemon.status()), ..Default::default() },
         Request::Sleep { container } => {
-            let found = daemon.registry().find(&container);
-            let target = match found {
-                Ok(target) => target,
-                Err(error) => return Response::error(error),
-            };
-            let (name, state) = {
-                let record = target.record();
-                (record.info.name.clone(), record.state)
+            let (target, name, state) = match find(daemon, &container) {
+                Ok(found) => found,
+                Err(response) => return response,
             };
             if state == State::Asleep {
                 return Response::message(format!("{name} is already asleep"));
@@ -187,14 +183,9 @@ async fn execute(daemon: &Daemon, request: Request) -> Response {
             }
         }
         Request::Wake { container } => {
-            let found = daemon.registry().find(&container);
-            let target = match found {
-                Ok(target) => target,
-                Err(error) => return Response::error(error),
-            };
-            let (name, state) = {
-                let record = target.record();
-                (record.info.name.clone(), record.state)
+            let (target, name, state) = match find(daemon, &container) {
+                Ok(found) => found,
+                Err(response) => return response,
             };
             if state == State::Awake {
                 return Response::message(format!("{name} is already awake"));
@@ -206,6 +197,17 @@ async fn execute(daemon: &Daemon, request: Request) -> Response {
             }
         }
     }
+}
+
+/// Finds the container a request names, with its name and state, or the
+/// error response.
+fn find(daemon: &Daemon, query: &str) -> Result<(Arc<Container>, String, State), Response> {
+    let target = daemon.registry().find(query).map_err(Response::error)?;
+    let (name, state) = {
+        let record = target.record();
+        (record.info.name.clone(), record.state)
+    };
+    Ok((target, name, state))
 }
 
 /// Sends one request to the daemon and returns its response.
