@@ -109,6 +109,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         bail!("lightwhale run must run as root: it loads eBPF programs and checkpoints containers");
     }
 
+    raise_file_limit();
     let engine = Engine::connect().await.context("cannot connect to the Docker engine")?;
     check_engine(&engine).await?;
     engine
@@ -203,6 +204,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     control::remove(&settings.socket);
     info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit: every held or
+/// relayed connection takes two descriptors, and the usual soft limit of
+/// 1024 would stop the holder at about 500 connections.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for getrlimit and setrlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            warn!(soft = limit.rlim_cur, "cannot raise the limit of open files");
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -14,7 +14,15 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{connect::connect_marked, daemon::Daemon, lifecycle::short};
+use tokio::sync::Semaphore;
+
+use crate::{connect::connect_marked, daemon::Daemon, lifecycle::short, registry::Container};
+
+/// Maximum of connections that the holder keeps open at once, held or
+/// relayed, over all containers. Each takes two file descriptors.
+const MAX_CONNECTIONS: usize = 4096;
+/// Maximum of connections that the holder keeps open for one container.
+const MAX_CONNECTIONS_PER_CONTAINER: u64 = 1024;
 
 /// How long the holder retries connecting to a woken container.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,6 +32,8 @@ const FIRST_READ_BUFFER: usize = 16 * 1024;
 /// Accepts held connections until shutdown.
 pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
     let shutdown = daemon.shutdown_token();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut rejected: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -31,7 +41,19 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(handle(daemon.clone(), stream, peer));
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    rejected += 1;
+                    // Logged for the first rejection and every 1000th after.
+                    if rejected % 1000 == 1 {
+                        warn!(%peer, limit = MAX_CONNECTIONS, rejected, "rejected connection: the holder keeps its maximum of connections");
+                    }
+                    continue;
+                };
+                let daemon = daemon.clone();
+                tokio::spawn(async move {
+                    handle(daemon, stream, peer).await;
+                    drop(slot);
+                });
             }
             Err(error) => {
                 warn!(%error, "holder accept failed");
@@ -56,9 +78,20 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
     };
     let name = {
         let mut record = container.record();
+        if record.open_held_connections >= MAX_CONNECTIONS_PER_CONTAINER {
+            warn!(
+                container = %record.info.name,
+                %peer,
+                limit = MAX_CONNECTIONS_PER_CONTAINER,
+                "rejected connection: the holder keeps its maximum of connections for this container"
+            );
+            return;
+        }
         record.held_connections += 1;
+        record.open_held_connections += 1;
         record.info.name.clone()
     };
+    let _open = OpenConnection(container.clone());
     let id = short(&container.id).to_owned();
     debug!(container = %name, id = %id, %peer, port = local.port(), "holding connection");
 
@@ -93,6 +126,17 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
         ),
         Ok(None) => debug!(container = %name, id = %id, %peer, "held connection closed without a response"),
         Err(error) => debug!(container = %name, id = %id, %peer, %error, "held connection ended with an error"),
+    }
+}
+
+/// Counts a connection of the holder in its container's record while it is
+/// open.
+struct OpenConnection(Arc<Container>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut record = self.0.record();
+        record.open_held_connections = record.open_held_connections.saturating_sub(1);
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Record {
     pub last_error: Option<String>,
     /// Connections the holder accepted for this container.
     pub held_connections: u64,
+    /// Connections of the holder for this container that are open now.
+    pub open_held_connections: u64,
     /// The stand-in that keeps its addresses and names while it sleeps,
     /// with the host-side interfaces counted for it.
     pub stand_in: Option<(String, Vec<u32>)>,
@@ -109,6 +111,7 @@ impl Record {
             next_sleep_attempt_ns: 0,
             last_error: None,
             held_connections: 0,
+            open_held_connections: 0,
             stand_in: None,
         }
     }

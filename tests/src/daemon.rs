@@ -148,10 +148,15 @@ impl Daemon {
     /// Runs a CLI subcommand (`status`, `sleep`, `wake`) against this
     /// daemon's socket and returns its standard output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        run(Command::new(&self.binary)
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket))
+        run(&mut self.cli_command(args))
+    }
+
+    /// Returns the command line of a CLI subcommand against this daemon's
+    /// socket, for tests that run it in the background.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.args(args).arg("--socket").arg(&self.socket);
+        command
     }
 
     /// Returns the parsed output of `lightwhale status --json`.

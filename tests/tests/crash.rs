@@ -1,0 +1,87 @@
+//! `kill -9` of the daemon in the middle of a checkpoint and in the middle
+//! of a restore: after a restart the container answers with its memory
+//! state, whatever the engine did with the interrupted operation.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Result;
+use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::{
+    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
+    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+};
+
+/// Memory the container holds, so that its checkpoint and restore last
+/// seconds and the kill lands in the middle of them.
+const HELD_MIB: u32 = 256;
+
+/// Starts a managed counter that holds [`HELD_MIB`] and returns it with its
+/// address and counter.
+fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u64)> {
+    let port = free_port()?;
+    let web = Container::builder(hint, HTTP_COUNTER_IMAGE)
+        .managed("10m")
+        .publish("127.0.0.1", port, 8080)
+        .start()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_http(address, STARTUP_TIMEOUT)?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    http_get_path(address, &format!("/alloc?mib={HELD_MIB}"))?;
+    let hits = parse_hits(&http_get(address)?)?;
+    Ok((web, address, hits))
+}
+
+#[test]
+fn kill_during_checkpoint_loses_nothing() -> Result<()> {
+    let mut daemon = Daemon::start(&[])?;
+    let (web, address, hits) = big_counter(&daemon, "crash-sleep")?;
+
+    // The CLI fails once the daemon is gone; only the kill matters.
+    let mut request = daemon.cli_command(&["sleep", web.name()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
+    thread::sleep(Duration::from_millis(500));
+    daemon.kill()?;
+    request.wait()?;
+    // Let the engine finish or abandon the checkpoint.
+    thread::sleep(Duration::from_secs(8));
+    println!("after the kill: running={}, checkpoints={:?}", web.is_running()?, web.checkpoints()?);
+
+    daemon.restart()?;
+    let status = daemon
+        .wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
+            entry["state"] == "awake" || entry["state"] == "asleep"
+        })?;
+    println!("after the restart: {status}");
+    let body = http_get(address)?;
+    assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
+    Ok(())
+}
+
+#[test]
+fn kill_during_restore_loses_nothing() -> Result<()> {
+    let mut daemon = Daemon::start(&[])?;
+    let (web, address, hits) = big_counter(&daemon, "crash-wake")?;
+    daemon.cli(&["sleep", web.name()])?;
+    daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
+
+    let mut request = daemon.cli_command(&["wake", web.name()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    daemon.wait_for_state(web.name(), "waking", STATE_TIMEOUT)?;
+    thread::sleep(Duration::from_millis(500));
+    daemon.kill()?;
+    request.wait()?;
+    thread::sleep(Duration::from_secs(8));
+    println!("after the kill: running={}, checkpoints={:?}", web.is_running()?, web.checkpoints()?);
+
+    daemon.restart()?;
+    let status = daemon
+        .wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
+            entry["state"] == "awake" || entry["state"] == "asleep"
+        })?;
+    println!("after the restart: {status}");
+    let body = http_get(address)?;
+    assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
+    Ok(())
+}
