@@ -9,6 +9,7 @@ use std::{
 use thiserror::Error;
 use tracing::{error, info, warn};
 
+use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
 use lightwhale_common::holding;
 
 use crate::{
@@ -128,7 +129,18 @@ impl Daemon {
         let checkpoint = new_checkpoint_name();
         let started = Instant::now();
         info!(container = %name, id = %short_id, %checkpoint, ports = ports.len(), "sleeping");
-        let result = self.engine.checkpoint(&container.id, &checkpoint).await;
+        let restart_policy = container.record().info.restart_policy.clone();
+        let result = match &restart_policy {
+            Some(_) => self.engine.set_restart_policy(&container.id, no_restart()).await,
+            None => Ok(()),
+        };
+        let result = match result {
+            Ok(()) => self.engine.checkpoint(&container.id, &checkpoint).await,
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.set_back_restart_policy(&container.id, &name, restart_policy.as_ref()).await;
+        }
         let elapsed = started.elapsed();
         if result.is_ok() {
             // Docker releases the container's network (NAT rules, address)
@@ -160,6 +172,7 @@ impl Daemon {
                         held_ports: ports.clone(),
                         endpoints: record.info.endpoints.clone(),
                         memory_freed: memory,
+                        restart_policy: record.info.restart_policy.clone(),
                     }
                 };
                 if let Err(error) = self.store.record_sleep(&container.id, sleeping) {
@@ -217,6 +230,17 @@ impl Daemon {
         }
     }
 
+    /// Sets a restart policy that was suspended for a sleep back, logging
+    /// failures.
+    async fn set_back_restart_policy(&self, id: &str, name: &str, policy: Option<&RestartPolicy>) {
+        let Some(policy) = policy else {
+            return;
+        };
+        if let Err(error) = self.engine.set_restart_policy(id, policy.clone()).await {
+            error!(container = %name, %error, "cannot set the restart policy back; set it with `docker update --restart`");
+        }
+    }
+
     /// Returns whether the engine reports the container running.
     async fn is_running(&self, id: &str) -> bool {
         matches!(self.engine.inspect(id).await, Ok(Some(info)) if info.running)
@@ -243,7 +267,7 @@ impl Daemon {
         let _operation = container.operation.clone().lock_owned().await;
         let slot = managed_slot(container)?;
 
-        let (name, checkpoint, ports, policy) = {
+        let (name, checkpoint, ports, policy, restart_policy) = {
             let mut record = container.record();
             let name = record.info.name.clone();
             match record.state {
@@ -255,7 +279,7 @@ impl Daemon {
                 return Err(LifecycleError::Gone(format!("{name} is asleep without a checkpoint")));
             };
             record.state = record.state.next(Transition::BeginWake)?;
-            (name, checkpoint, record.held_ports.clone(), record.policy)
+            (name, checkpoint, record.held_ports.clone(), record.policy, record.info.restart_policy.clone())
         };
         let short_id = short(&container.id);
         let started = Instant::now();
@@ -346,10 +370,13 @@ impl Daemon {
                     }
                 }
                 record.info = info.0.clone();
+                // Inspected before the policy was set back.
+                record.info.restart_policy = restart_policy.clone();
                 record.interfaces = info.1.clone();
             }
         }
         // The container runs again, whether or not its ports accept connections.
+        self.set_back_restart_policy(&container.id, &name, restart_policy.as_ref()).await;
         if let Err(error) = self.store.forget(&container.id) {
             error!(container = %name, id = %short_id, %error, "cannot remove the container from the state file");
         }
@@ -529,6 +556,14 @@ async fn wait_until_accepting(name: &str, address: Ipv4Addr, port: u16, limit: D
             return Err(LifecycleError::PortTimeout { name: name.to_owned(), port, limit });
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The restart policy `no`, set while a container sleeps.
+fn no_restart() -> RestartPolicy {
+    RestartPolicy {
+        name: Some(RestartPolicyNameEnum::NO),
+        maximum_retry_count: None,
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
             pid: None,
             network_mode: NetworkMode::Own,
             auto_remove: false,
+            restart_policy: None,
             endpoints: Vec::new(),
             ports: Vec::new(),
         };

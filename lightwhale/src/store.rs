@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{error, info};
 
+use bollard::models::RestartPolicy;
+
 use crate::docker::{engine::CHECKPOINT_PREFIX, Endpoint, PublishedPort};
 
 /// Default state directory.
@@ -31,7 +33,7 @@ const FILE_NAME: &str = "state.json";
 const VERSION: u32 = 1;
 
 /// The content of the state file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Persisted {
     /// Format version, [`VERSION`].
@@ -41,7 +43,7 @@ pub struct Persisted {
 }
 
 /// A container that lightwhale put to sleep.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SleepingContainer {
     /// Container name at the time of the sleep.
@@ -54,6 +56,9 @@ pub struct SleepingContainer {
     pub endpoints: Vec<Endpoint>,
     /// Memory use just before the checkpoint, in bytes.
     pub memory_freed: Option<u64>,
+    /// Restart policy suspended while it sleeps, set back when it wakes.
+    #[serde(default)]
+    pub restart_policy: Option<RestartPolicy>,
 }
 
 /// A state file that cannot be used.
@@ -223,6 +228,7 @@ mod tests {
                 aliases: vec!["database".into()],
             }],
             memory_freed: Some(1 << 20),
+            restart_policy: None,
         }
     }
 

@@ -106,6 +106,7 @@ impl Daemon {
         let held_ports = match &saved {
             Some(saved) => {
                 info.endpoints = saved.endpoints.clone();
+                info.restart_policy = saved.restart_policy.clone();
                 saved.held_ports.clone()
             }
             None => info.ports.clone(),

@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use bollard::{
     container::{CreateCheckpointOptions, ListCheckpointsOptions},
     errors::Error as BollardError,
-    models::EventMessage,
+    models::{ContainerUpdateBody, EventMessage, RestartPolicy},
     query_parameters::{
         EventsOptions, InspectContainerOptions, ListContainersOptions, StatsOptions,
     },
@@ -147,6 +147,16 @@ impl Engine {
             exit: true,
         };
         self.docker.create_checkpoint(id, options).await?;
+        Ok(())
+    }
+
+    /// Sets a container's restart policy (`docker update --restart`).
+    pub async fn set_restart_policy(&self, id: &str, policy: RestartPolicy) -> Result<(), EngineError> {
+        let body = ContainerUpdateBody {
+            restart_policy: Some(policy),
+            ..Default::default()
+        };
+        self.docker.update_container(id, body).await?;
         Ok(())
     }
 

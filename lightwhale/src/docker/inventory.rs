@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use bollard::models::{ContainerInspectResponse, PortMap};
+use bollard::models::{ContainerInspectResponse, PortMap, RestartPolicy, RestartPolicyNameEnum};
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
@@ -13,7 +13,7 @@ use super::EngineError;
 pub const STAND_IN_LABEL: &str = "lightwhale.stand-in";
 
 /// One container as the engine reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ContainerInfo {
     /// Full container id.
     pub id: String,
@@ -31,6 +31,11 @@ pub struct ContainerInfo {
     /// `docker run --rm`: Docker removes such a container when it exits,
     /// so a checkpoint with exit would destroy it.
     pub auto_remove: bool,
+    /// Its restart policy, unless that is `no`. Docker restarts a container
+    /// with a policy right after a checkpoint stopped it, as a fresh
+    /// process, so lightwhale suspends the policy while the container
+    /// sleeps.
+    pub restart_policy: Option<RestartPolicy>,
     /// Its interfaces on Docker networks, sorted by network name.
     pub endpoints: Vec<Endpoint>,
     /// Its published ports. While the container runs these are the ports
@@ -100,6 +105,9 @@ impl ContainerInfo {
         let host_config = response.host_config.unwrap_or_default();
         let network_mode = NetworkMode::parse(host_config.network_mode.as_deref().unwrap_or("default"));
         let auto_remove = host_config.auto_remove.unwrap_or(false);
+        let restart_policy = host_config.restart_policy.clone().filter(|policy| {
+            !matches!(policy.name, None | Some(RestartPolicyNameEnum::EMPTY) | Some(RestartPolicyNameEnum::NO))
+        });
 
         let network_settings = response.network_settings.unwrap_or_default();
         let mut endpoints: Vec<Endpoint> = network_settings
@@ -132,6 +140,7 @@ impl ContainerInfo {
             pid,
             network_mode,
             auto_remove,
+            restart_policy,
             endpoints,
             ports,
         })
