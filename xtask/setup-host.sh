@@ -11,7 +11,8 @@
 #      newer suites with a low apt pin priority, so nothing on the system
 #      is upgraded from them; a wrapper in /opt/lightwhale/bin runs the
 #      binary with that prefix's own dynamic loader and libraries.
-#   3. The eBPF toolchain: nightly Rust with rust-src, and bpf-linker.
+#   3. The eBPF toolchain: nightly Rust with rust-src, and bpf-linker; and
+#      cargo-fuzz for the fuzz targets.
 #   4. bpffs at /sys/fs/bpf.
 #   5. dockerd with experimental mode and the CRIU wrapper in its PATH, only
 #      when no Docker engine answers. A running engine is left as it is.
@@ -123,6 +124,10 @@ install_ebpf_toolchain() {
   if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
     say "adding rust-src to the nightly toolchain"
     rustup component add rust-src --toolchain nightly
+  fi
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    say "installing cargo-fuzz for the parser fuzz targets"
+    cargo install --quiet --locked cargo-fuzz
   fi
   if ! command -v bpf-linker >/dev/null 2>&1; then
     say "building bpf-linker against LLVM 22 (about a minute)"

@@ -37,5 +37,24 @@ pub fn run(root: &Path, options: Options) -> anyhow::Result<()> {
     }
     let result = command::run(&mut end_to_end);
     images::remove_test_leftovers()?;
-    result
+    result?;
+
+    fuzz(root)
+}
+
+/// Seconds each fuzz target runs: enough to catch a parser that panics on
+/// simple malformed input, short enough for every test run.
+const FUZZ_SECONDS: u32 = 15;
+
+/// Runs the fuzz targets of the label and control-protocol parsers briefly.
+fn fuzz(root: &Path) -> anyhow::Result<()> {
+    for target in ["labels", "control_request"] {
+        command::run(
+            Command::new("cargo")
+                .current_dir(root.join("fuzz"))
+                .args(["+nightly", "fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={FUZZ_SECONDS}")),
+        )?;
+    }
+    Ok(())
 }
