@@ -162,10 +162,27 @@ impl Engine {
 
     /// Starts a stopped container from a checkpoint (`docker start
     /// --checkpoint`).
+    ///
+    /// Docker 20.10 copies the checkpoint into containerd's content store
+    /// first, and fails with "already exists" when a blob of the same digest
+    /// is still there from an earlier upload. Such failures are retried after
+    /// a short delay, by which containerd has usually collected the blob.
+    // NOTE: seen once in a CI run of the end-to-end tests, and not
+    // reproduced by hand, so the delays are an estimate.
     pub async fn restore(&self, id: &str, checkpoint: &str) -> Result<(), EngineError> {
-        restore::start_from_checkpoint(&self.socket, self.docker.client_version(), id, checkpoint, Duration::from_secs(300))
-            .await
-            .map_err(EngineError::Restore)
+        let mut delays = [500, 1000, 2000].into_iter().map(Duration::from_millis);
+        loop {
+            let result =
+                restore::start_from_checkpoint(&self.socket, self.docker.client_version(), id, checkpoint, Duration::from_secs(300))
+                    .await;
+            match (result, delays.next()) {
+                (Err(message), Some(delay)) if message.contains("already exists") => {
+                    tracing::warn!(id = %&id[..id.len().min(12)], %checkpoint, cause = %message, retry_in = ?delay, "restore failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                (result, _) => return result.map_err(EngineError::Restore),
+            }
+        }
     }
 
     /// Lists the checkpoints that lightwhale created for a container, oldest

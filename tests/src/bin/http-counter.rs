@@ -7,6 +7,9 @@
 //! - `PORT`: TCP port to listen on, on all IPv4 addresses (default 8080).
 //! - `UPSTREAM`: optional `host:port`. When set, `GET /` also fetches
 //!   `GET /` from that server and appends its body to the response.
+//! - `HOLD_UNIX_SOCKET`: optional path of a Unix stream socket to connect
+//!   to at start and keep open. A peer outside the container makes the
+//!   process impossible for CRIU to checkpoint.
 //!
 //! Routes:
 //! - `GET /` counts the request and returns `hits=N\n`, where N includes
@@ -50,6 +53,12 @@ fn main() {
         Err(_) => 8080,
     };
     let upstream = env::var("UPSTREAM").ok().filter(|value| !value.is_empty());
+    let _held_socket = env::var("HOLD_UNIX_SOCKET").ok().map(|path| {
+        std::os::unix::net::UnixStream::connect(&path).unwrap_or_else(|err| {
+            eprintln!("failed to connect to {path}: {err}");
+            std::process::exit(1);
+        })
+    });
 
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|err| {
         eprintln!("failed to listen on 0.0.0.0:{port}: {err}");
