@@ -1,5 +1,5 @@
-//! Feeds arbitrary label sets to the label parser: it must return a
-//! decision for every input and never panic.
+//! Feeds arbitrary label sets to the label parser, which must not panic,
+//! and checks that every accepted policy has timeouts of at least 1 s.
 #![no_main]
 
 use std::{collections::HashMap, time::Duration};

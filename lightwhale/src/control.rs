@@ -49,10 +49,10 @@ pub enum Request {
 pub struct Response {
     /// Whether the request succeeded.
     pub ok: bool,
-    /// What went wrong.
+    /// Error message of a failed request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// What was done, for people.
+    /// Summary of the completed action, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The status report of a status request.
@@ -104,7 +104,7 @@ pub fn remove(path: &Path) {
     }
 }
 
-/// Answers requests until shutdown.
+/// Serves requests until shutdown.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     let shutdown = daemon.shutdown_token();
     loop {

@@ -50,7 +50,7 @@ pub struct Daemon {
     pub engine: Engine,
     /// Label defaults.
     pub defaults: Defaults,
-    /// What must survive a restart.
+    /// State that must survive a restart.
     pub store: Store,
     /// Known containers.
     registry: Mutex<Registry>,
@@ -80,7 +80,7 @@ impl Daemon {
         self.shutdown.is_cancelled()
     }
 
-    /// The token cancelled at shutdown.
+    /// Returns the token cancelled at shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

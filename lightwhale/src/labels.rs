@@ -14,7 +14,7 @@ pub const IDLE_TIMEOUT: &str = "lightwhale.idle-timeout";
 /// ports before its held connections are closed (default 60s).
 pub const WAKE_TIMEOUT: &str = "lightwhale.wake-timeout";
 /// What to do when a restore fails: `start` (default) starts the container
-/// without its checkpoint, losing its memory state but answering its
+/// without its checkpoint, losing its memory state but serving its
 /// clients; `fail` leaves it stopped and closes the held connections.
 pub const ON_RESTORE_FAILURE: &str = "lightwhale.on-restore-failure";
 /// Marks containers and images that the project's own tests create, with
@@ -27,13 +27,13 @@ const KNOWN: [&str; 4] = [ENABLE, IDLE_TIMEOUT, WAKE_TIMEOUT, ON_RESTORE_FAILURE
 
 /// Default of [`WAKE_TIMEOUT`].
 pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wake timeout accepted.
+/// Maximum wake timeout accepted.
 pub const MAX_WAKE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Shortest idle timeout accepted. Below it a container would be
 /// checkpointed between two requests of an ordinary client.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest idle timeout accepted, to catch typos such as `10d` for `10m`.
+/// Maximum idle timeout accepted, to catch typos such as `10d` for `10m`.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Daemon-wide settings that labels refine.
@@ -45,14 +45,14 @@ pub struct Defaults {
     pub idle_timeout: Duration,
 }
 
-/// How lightwhale puts one managed container to sleep and wakes it.
+/// Sleep and wake settings of one managed container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Time without traffic before it sleeps.
     pub idle_timeout: Duration,
     /// Time a restored container has to accept connections.
     pub wake_timeout: Duration,
-    /// What a failed restore leads to.
+    /// Action after a failed restore.
     pub on_restore_failure: RestoreFailure,
 }
 

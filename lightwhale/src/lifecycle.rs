@@ -559,7 +559,7 @@ async fn wait_until_accepting(name: &str, address: Ipv4Addr, port: u16, limit: D
     }
 }
 
-/// The restart policy `no`, set while a container sleeps.
+/// Returns the restart policy `no`, which a container has while it sleeps.
 fn no_restart() -> RestartPolicy {
     RestartPolicy {
         name: Some(RestartPolicyNameEnum::NO),

@@ -36,9 +36,9 @@ pub struct Record {
     /// Idle and wake timeouts and restore failure handling, from its labels
     /// or the daemon's defaults.
     pub policy: Policy,
-    /// Why it cannot be managed, if so.
+    /// Reason it cannot be managed, if any.
     pub unmanageable: Option<String>,
-    /// Where it is in the sleep/wake cycle.
+    /// Position in the sleep/wake cycle.
     pub state: State,
     /// Ports steered to the holder during the current or last sleep.
     pub held_ports: Vec<PublishedPort>,

@@ -22,7 +22,7 @@ pub struct ContainerStatus {
     pub name: String,
     /// `awake`, `sleeping`, `asleep`, `waking`, `stopped` or `unmanageable`.
     pub state: String,
-    /// Why the container is unmanageable.
+    /// Reason the container is unmanageable.
     pub reason: Option<String>,
     /// Key of its entry in the pinned `activity` map.
     pub slot: Option<u32>,

@@ -93,7 +93,7 @@ impl Daemon {
             (false, None) => State::Stopped,
         };
 
-        // The state file knows what Docker forgot when the container
+        // The state file records what Docker forgot when the container
         // stopped: its former addresses, and the ports held for it.
         let saved = self.store.sleeping(&info.id);
         if state != State::Asleep && saved.is_some() {

@@ -1,5 +1,5 @@
 //! `kill -9` of the daemon in the middle of a checkpoint and in the middle
-//! of a restore: after a restart the container answers with its memory
+//! of a restore: after a restart the container responds with its memory
 //! state, whatever the engine did with the interrupted operation.
 
 use std::net::SocketAddr;
@@ -18,8 +18,8 @@ use lightwhale_tests::{
 /// seconds and the kill lands in the middle of them.
 const HELD_MIB: u32 = 256;
 
-/// Starts a managed counter that holds [`HELD_MIB`] and returns it with its
-/// address and counter.
+/// Starts a managed counter that allocates [`HELD_MIB`] and returns it with
+/// its address and counter.
 fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u64)> {
     let port = free_port()?;
     let web = Container::builder(hint, HTTP_COUNTER_IMAGE)
@@ -34,30 +34,40 @@ fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u6
     Ok((web, address, hits))
 }
 
-#[test]
-fn kill_during_checkpoint_loses_nothing() -> Result<()> {
-    let mut daemon = Daemon::start(&[])?;
-    let (web, address, hits) = big_counter(&daemon, "crash-sleep")?;
-
+/// Sends `command` (`sleep` or `wake`) for `web`, kills the daemon with
+/// SIGKILL once the container reached `state`, restarts the daemon and
+/// checks that the container answers with its counter at `hits + 1`.
+fn kill_during(daemon: &mut Daemon, web: &Container, address: SocketAddr, hits: u64, command: &str, state: &str) -> Result<()> {
     // The CLI fails once the daemon is gone; only the kill matters.
-    let mut request = daemon.cli_command(&["sleep", web.name()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
+    let mut request = daemon
+        .cli_command(&[command, web.name()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    daemon.wait_for_state(web.name(), state, STATE_TIMEOUT)?;
     thread::sleep(Duration::from_millis(500));
     daemon.kill()?;
     request.wait()?;
-    // Let the engine finish or abandon the checkpoint.
+
+    // Let the engine finish or abandon the interrupted operation.
     thread::sleep(Duration::from_secs(8));
     println!("after the kill: running={}, checkpoints={:?}", web.is_running()?, web.checkpoints()?);
 
     daemon.restart()?;
-    let status = daemon
-        .wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
-            entry["state"] == "awake" || entry["state"] == "asleep"
-        })?;
+    let status = daemon.wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
+        entry["state"] == "awake" || entry["state"] == "asleep"
+    })?;
     println!("after the restart: {status}");
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
     Ok(())
+}
+
+#[test]
+fn kill_during_checkpoint_loses_nothing() -> Result<()> {
+    let mut daemon = Daemon::start(&[])?;
+    let (web, address, hits) = big_counter(&daemon, "crash-sleep")?;
+    kill_during(&mut daemon, &web, address, hits, "sleep", "sleeping")
 }
 
 #[test]
@@ -66,22 +76,5 @@ fn kill_during_restore_loses_nothing() -> Result<()> {
     let (web, address, hits) = big_counter(&daemon, "crash-wake")?;
     daemon.cli(&["sleep", web.name()])?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
-
-    let mut request = daemon.cli_command(&["wake", web.name()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    daemon.wait_for_state(web.name(), "waking", STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(500));
-    daemon.kill()?;
-    request.wait()?;
-    thread::sleep(Duration::from_secs(8));
-    println!("after the kill: running={}, checkpoints={:?}", web.is_running()?, web.checkpoints()?);
-
-    daemon.restart()?;
-    let status = daemon
-        .wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
-            entry["state"] == "awake" || entry["state"] == "asleep"
-        })?;
-    println!("after the restart: {status}");
-    let body = http_get(address)?;
-    assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
-    Ok(())
+    kill_during(&mut daemon, &web, address, hits, "wake", "waking")
 }

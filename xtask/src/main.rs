@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The workspace root: the parent of this crate's directory.
+/// Returns the workspace root: the parent of this crate's directory.
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)

@@ -69,7 +69,7 @@ impl Engine {
         Ok(Self { docker, socket })
     }
 
-    /// The bollard client.
+    /// Returns the bollard client.
     pub fn client(&self) -> &Docker {
         &self.docker
     }

@@ -1,4 +1,4 @@
-//! What lightwhale needs to know about one container, read from `docker
+//! The facts about one container that lightwhale uses, read from `docker
 //! inspect`.
 
 use std::{collections::HashMap, net::Ipv4Addr};
@@ -43,7 +43,7 @@ pub struct ContainerInfo {
     pub ports: Vec<PublishedPort>,
 }
 
-/// How the container is connected, from `HostConfig.NetworkMode`.
+/// Network mode of a container, from `HostConfig.NetworkMode`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetworkMode {
     /// Its own network namespace on Docker networks (bridge or user-defined).
@@ -198,7 +198,7 @@ impl NetworkMode {
 }
 
 /// Reads the TCP bindings of a port map. IPv6 bindings are skipped because
-/// lightwhale holds IPv4 only.
+/// lightwhale holds IPv4 connections only.
 // NOTE: an IPv6 client of a sleeping container's published port is refused
 // until the container is woken by an IPv4 connection or `lightwhale wake`.
 fn published_ports(map: Option<&PortMap>) -> Vec<PublishedPort> {

@@ -1,6 +1,6 @@
 //! Checks, before the daemon starts, that the Docker engine can checkpoint
 //! and restore containers. Lightwhale never changes the engine's
-//! configuration itself: it says what is missing and how to fix it.
+//! configuration itself: its errors name what is missing and how to fix it.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::Engine;
 
-/// Why the engine cannot be used.
+/// Reason the engine cannot be used.
 #[derive(Debug, Error)]
 pub enum PreflightError {
     /// The engine could not be queried.

@@ -11,7 +11,7 @@ use tokio::{
 };
 
 /// Starts container `id` from `checkpoint` and returns once the engine
-/// answered, or an error message with the engine's own explanation.
+/// responded, or an error message with the engine's own explanation.
 pub async fn start_from_checkpoint(
     socket: &Path,
     api_version: bollard::ClientVersion,

@@ -77,8 +77,8 @@ impl Engine {
     /// no client is sent to an address that the container will not have.
     ///
     /// Docker's default bridge network has no DNS, so a stand-in there would
-    /// only keep an address, at the cost of its shim's memory; a container
-    /// that is only on that network gets no stand-in.
+    /// only keep an address, at the cost of its shim's memory. A container
+    /// that is only on that network therefore gets no stand-in.
     pub async fn start_stand_in(&self, sleeper: &ContainerInfo) -> Result<Option<StandIn>, EngineError> {
         let endpoints: Vec<&super::Endpoint> = sleeper
             .endpoints
