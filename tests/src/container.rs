@@ -70,6 +70,7 @@ impl ContainerBuilder {
     /// Runs the container and returns its guard. A container that Docker
     /// created but failed to start is removed again.
     pub fn start(self) -> Result<Container> {
+        crate::host_lock::hold()?;
         let output = run(Command::new("docker")
             .args(["run", "--detach", "--name", &self.name])
             .arg("--label")

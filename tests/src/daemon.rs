@@ -48,6 +48,7 @@ impl Daemon {
     /// `status --json` succeeds.
     pub fn start(args: &[&str]) -> Result<Daemon> {
         require_root()?;
+        crate::host_lock::hold()?;
         let binary = daemon_binary()?;
 
         let work_dir = std::env::temp_dir().join(format!(

@@ -9,10 +9,13 @@
 //!
 //! Tests must run one at a time (`--test-threads=1`): only one daemon can
 //! run on a machine, because its pinned eBPF maps live at a fixed path.
+//! Test processes and benchmarks take [`host_lock`] before they touch the
+//! engine, so two of them never run at once.
 
 pub mod command;
 pub mod container;
 pub mod daemon;
+pub mod host_lock;
 pub mod http;
 pub mod netns;
 pub mod network;

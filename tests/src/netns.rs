@@ -36,6 +36,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn create() -> Result<Netns> {
+        crate::host_lock::hold()?;
         let pid = std::process::id();
         let index = NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed);
         let name = format!("lwt-{pid}-{index}");

@@ -18,6 +18,7 @@ pub struct Network {
 impl Network {
     /// Creates a network named `lwt-<hint>-<pid>`.
     pub fn create(hint: &str) -> Result<Network> {
+        crate::host_lock::hold()?;
         let name = unique_name(hint);
         run(Command::new("docker")
             .args(["network", "create", "--label"])
@@ -29,6 +30,7 @@ impl Network {
     /// Creates a user-defined network with an explicit IPv4 subnet, on
     /// which Docker accepts fixed container addresses.
     pub fn create_with_subnet(hint: &str, subnet: &str) -> Result<Network> {
+        crate::host_lock::hold()?;
         let name = unique_name(hint);
         run(Command::new("docker")
             .args(["network", "create", "--subnet", subnet, "--label"])

@@ -36,6 +36,9 @@ pub fn run(root: &Path, options: Options) -> anyhow::Result<()> {
         end_to_end.arg(filter);
     }
     let result = command::run(&mut end_to_end);
+    // Leftovers of this run only: a test process that another run started
+    // meanwhile holds the lock while its containers exist.
+    lightwhale_tests::host_lock::hold()?;
     images::remove_test_leftovers()?;
     result?;
 
