@@ -3,9 +3,10 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -60,6 +61,21 @@ pub enum LifecycleError {
     /// An internal state error.
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
+}
+
+/// When each phase of the last wake ended, in microseconds after the wake
+/// started, for `lightwhale status` and the benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WakePhases {
+    /// Wall-clock start of the wake, in microseconds since the Unix epoch,
+    /// to line it up with a client's own clock.
+    pub started_unix_us: u64,
+    /// The stand-in was gone and the restore was requested from Docker.
+    pub restore_requested_us: u64,
+    /// Docker's restore call returned, so the processes ran again.
+    pub restored_us: u64,
+    /// Every held port accepted a connection.
+    pub accepting_us: u64,
 }
 
 /// Outcome of a completed sleep.
@@ -283,6 +299,7 @@ impl Daemon {
         };
         let short_id = short(&container.id);
         let started = Instant::now();
+        let started_unix_us = unix_micros(SystemTime::now());
         info!(container = %name, id = %short_id, %checkpoint, "waking");
 
         // New connections to the container's own addresses wait for the
@@ -294,7 +311,9 @@ impl Daemon {
         self.remove_stand_in(container).await;
 
         let mut cold_started = false;
+        let restore_requested = started.elapsed();
         let restore = self.engine.restore(&container.id, &checkpoint).await;
+        let restored = started.elapsed();
         if let Err(error) = &restore {
             error!(container = %name, id = %short_id, %checkpoint, cause = %error, "restore failed");
             container.record().last_error = Some(format!("restore from {checkpoint} failed: {error}"));
@@ -353,6 +372,12 @@ impl Daemon {
             record.awake_since_ns = monotonic_ns();
             record.wakes += 1;
             record.last_wake = Some(elapsed);
+            record.last_wake_phases = Some(WakePhases {
+                started_unix_us,
+                restore_requested_us: restore_requested.as_micros() as u64,
+                restored_us: restored.as_micros() as u64,
+                accepting_us: elapsed.as_micros() as u64,
+            });
             if let Ok(info) = &result {
                 if !cold_started {
                     record.last_error = None;
@@ -557,6 +582,11 @@ async fn wait_until_accepting(name: &str, address: Ipv4Addr, port: u16, limit: D
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Returns microseconds since the Unix epoch, or 0 for a clock set before it.
+fn unix_micros(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|since| since.as_micros() as u64).unwrap_or(0)
 }
 
 /// Returns the restart policy `no`, which a container has while it sleeps.

@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::{
     docker::{ContainerInfo, PublishedPort},
     labels::Policy,
+    lifecycle::WakePhases,
     state::State,
 };
 
@@ -58,6 +59,8 @@ pub struct Record {
     pub last_sleep: Option<Duration>,
     /// Duration of the last restore, until its ports accepted connections.
     pub last_wake: Option<Duration>,
+    /// Phases of the last restore.
+    pub last_wake_phases: Option<WakePhases>,
     /// Checkpoint failures in a row.
     pub sleep_failures: u32,
     /// CLOCK_MONOTONIC time before which no new checkpoint is tried.
@@ -107,6 +110,7 @@ impl Record {
             memory_freed: None,
             last_sleep: None,
             last_wake: None,
+            last_wake_phases: None,
             sleep_failures: 0,
             next_sleep_attempt_ns: 0,
             last_error: None,

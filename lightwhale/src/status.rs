@@ -4,7 +4,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{clock, daemon::Daemon, idle};
+use crate::{clock, daemon::Daemon, idle, lifecycle::WakePhases};
 
 /// Every managed or unmanageable container.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -50,6 +50,8 @@ pub struct ContainerStatus {
     pub last_sleep_ms: Option<u64>,
     /// Duration of the last restore until its ports accepted connections.
     pub last_wake_ms: Option<u64>,
+    /// Phases of the last restore.
+    pub last_wake_phases: Option<WakePhases>,
     /// The last checkpoint or restore error.
     pub last_error: Option<String>,
     /// Connections the holder accepted for this container. Once it is
@@ -102,6 +104,7 @@ impl Daemon {
                     wakes: record.wakes,
                     last_sleep_ms: record.last_sleep.map(|elapsed| elapsed.as_millis() as u64),
                     last_wake_ms: record.last_wake.map(|elapsed| elapsed.as_millis() as u64),
+                    last_wake_phases: record.last_wake_phases,
                     last_error: record.last_error.clone(),
                     held_connections: record.held_connections,
                     stand_in: record.stand_in.as_ref().map(|(id, _)| id.clone()),
@@ -216,6 +219,7 @@ mod tests {
                 wakes: 0,
                 last_sleep_ms: None,
                 last_wake_ms: None,
+                last_wake_phases: None,
                 last_error: None,
                 held_connections: 0,
                 stand_in: None,
