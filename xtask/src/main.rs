@@ -1,5 +1,7 @@
-//! Development tasks: `cargo xtask run` and `cargo xtask test`.
+//! Development tasks: `cargo xtask run`, `cargo xtask test` and
+//! `cargo xtask bench`.
 
+mod bench;
 mod command;
 mod demo;
 mod images;
@@ -26,6 +28,8 @@ enum Command {
     Test(test::Options),
     /// Only prepare the host: packages, CRIU, eBPF toolchain, dockerd.
     Setup,
+    /// Prepare the host and measure wake, sleep and steady-state costs.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(options) => run::run(&root, options),
         Command::Test(options) => test::run(&root, options),
         Command::Setup => setup::prepare_host(&root),
+        Command::Bench(options) => bench::run(&root, options),
     }
 }
 
