@@ -42,6 +42,8 @@ pub struct ContainerStatus {
     pub tx_packets: u64,
     /// Memory use just before the last checkpoint.
     pub memory_freed_bytes: Option<u64>,
+    /// Checkpoint it sleeps in, or was last restored from.
+    pub checkpoint: Option<String>,
     /// Completed checkpoints.
     pub sleeps: u64,
     /// Completed restores.
@@ -100,6 +102,7 @@ impl Daemon {
                     rx_packets: activity.rx_packets,
                     tx_packets: activity.tx_packets,
                     memory_freed_bytes: record.memory_freed,
+                    checkpoint: record.checkpoint.clone(),
                     sleeps: record.sleeps,
                     wakes: record.wakes,
                     last_sleep_ms: record.last_sleep.map(|elapsed| elapsed.as_millis() as u64),
@@ -215,6 +218,7 @@ mod tests {
                 rx_packets: 0,
                 tx_packets: 0,
                 memory_freed_bytes: None,
+                checkpoint: None,
                 sleeps: 0,
                 wakes: 0,
                 last_sleep_ms: None,
