@@ -308,7 +308,7 @@ impl Daemon {
         if let Err(error) = self.data_plane().set_holding(slot, Some(holding::DROP)) {
             warn!(container = %name, id = %short_id, %error, "cannot set the holding mode");
         }
-        self.remove_stand_in(container).await;
+        self.release_stand_in(container).await;
 
         let mut cold_started = false;
         let restore_requested = started.elapsed();
@@ -492,6 +492,26 @@ impl Daemon {
             warn!(id = %short(&container.id), %error, "cannot set the holding mode");
         }
         container.record().stand_in = stand_in;
+    }
+
+    /// Gives the addresses of a container's stand-in back and removes the
+    /// stand-in in the background, if it has one.
+    async fn release_stand_in(&self, container: &Container) {
+        let (stand_in, networks) = {
+            let mut record = container.record();
+            let networks: Vec<String> = record.info.endpoints.iter().map(|endpoint| endpoint.network.clone()).collect();
+            (record.stand_in.take(), networks)
+        };
+        let Some((id, interfaces)) = stand_in else {
+            return;
+        };
+        {
+            let mut data_plane = self.data_plane();
+            for ifindex in interfaces {
+                data_plane.detach_interface(ifindex);
+            }
+        }
+        self.engine.release_stand_in(&id, &networks).await;
     }
 
     /// Removes the stand-in of a container, if it has one.
