@@ -27,6 +27,20 @@ pub mod maps {
     pub const HOLDING: &str = "HOLDING";
     pub const ADDRESSES: &str = "ADDRESSES";
     pub const WAKE_REQUESTS: &str = "WAKE_REQUESTS";
+    pub const ENTRY_COUNTS: &str = "ENTRY_COUNTS";
+}
+
+/// Indexes of the `ENTRY_COUNTS` array, in which the daemon keeps the number
+/// of entries of the maps that are empty while no container sleeps. The
+/// programs skip their lookups in a map whose count is zero, so that
+/// watching awake containers costs as little as possible.
+pub mod entry_counts {
+    /// Entries of the `LISTENERS` map.
+    pub const LISTENERS: u32 = 0;
+    /// Entries of the `HOLDING` map.
+    pub const HOLDING: u32 = 1;
+    /// Length of the array.
+    pub const LEN: u32 = 2;
 }
 
 /// Program names as they appear in the eBPF object and in `bpftool prog`.

@@ -13,8 +13,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lightwhale_common::{
-    holding, Activity, DAEMON_SOCKET_MARK, MAX_CONTAINERS, MAX_INTERFACES, PROTOCOL_TCP, WAKE_REQUESTS_BYTES,
+    entry_counts, holding, Activity, DAEMON_SOCKET_MARK, MAX_CONTAINERS, MAX_INTERFACES, PROTOCOL_TCP,
+    WAKE_REQUESTS_BYTES,
 };
+
+use crate::entry_counts::may_have_entries;
 
 /// Counters per container slot, one copy per CPU so that updates need no
 /// atomic operations. The daemon inserts and removes entries and sums the
@@ -71,7 +74,10 @@ const TCP_ACK: u8 = 0x10;
 /// Egress of the host-side veth: packets on their way into the container.
 #[classifier]
 pub fn lw_count_rx(ctx: TcContext) -> i32 {
-    if let Some(slot) = container_slot(&ctx) {
+    let Some(slot) = container_slot(&ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    if may_have_entries(entry_counts::HOLDING) {
         // SAFETY: the value is copied out at once.
         if let Some(mode) = unsafe { HOLDING.get(slot) }.copied() {
             if is_held_syn(&ctx, slot) {
@@ -84,14 +90,16 @@ pub fn lw_count_rx(ctx: TcContext) -> i32 {
             }
         }
     }
-    count(&ctx, Direction::ToContainer);
+    count(&ctx, slot, Direction::ToContainer);
     TC_ACT_UNSPEC
 }
 
 /// Ingress of the host-side veth: packets the container sent.
 #[classifier]
 pub fn lw_count_tx(ctx: TcContext) -> i32 {
-    count(&ctx, Direction::FromContainer);
+    if let Some(slot) = container_slot(&ctx) {
+        count(&ctx, slot, Direction::FromContainer);
+    }
     TC_ACT_UNSPEC
 }
 
@@ -101,14 +109,10 @@ enum Direction {
 }
 
 #[inline(always)]
-fn count(ctx: &TcContext, direction: Direction) {
+fn count(ctx: &TcContext, slot: u32, direction: Direction) {
     if !is_workload_traffic(ctx) {
         return;
     }
-
-    let Some(slot) = container_slot(ctx) else {
-        return;
-    };
     let Some(activity) = ACTIVITY.get_ptr_mut(slot) else {
         return;
     };

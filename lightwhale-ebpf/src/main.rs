@@ -4,6 +4,7 @@
 #![no_main]
 
 mod activity;
+mod entry_counts;
 mod steer;
 
 #[cfg(not(test))]

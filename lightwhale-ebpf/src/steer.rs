@@ -13,7 +13,9 @@ use aya_ebpf::{
     macros::{btf_map, sk_lookup},
     programs::SkLookupContext,
 };
-use lightwhale_common::{ListenKey, HOLDER_IPV4_INDEX, MAX_LISTENERS, PROTOCOL_TCP};
+use lightwhale_common::{entry_counts, ListenKey, HOLDER_IPV4_INDEX, MAX_LISTENERS, PROTOCOL_TCP};
+
+use crate::entry_counts::may_have_entries;
 
 /// Published addresses of sleeping containers, valued by container slot.
 /// The daemon inserts the entries of a container before it checkpoints it,
@@ -32,6 +34,10 @@ pub fn lw_steer(ctx: SkLookupContext) -> u32 {
     // SAFETY: `lookup` points at the context the kernel passed to this program.
     let lookup = unsafe { &*ctx.lookup };
     if lookup.family != AF_INET || lookup.protocol != u32::from(PROTOCOL_TCP) {
+        return SK_PASS;
+    }
+    // Runs for every new connection on the host while nothing is held.
+    if !may_have_entries(entry_counts::LISTENERS) {
         return SK_PASS;
     }
 

@@ -2,7 +2,7 @@
 //! and reading and writing their maps.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet as StdHashSet},
     fs,
     io,
     net::{Ipv4Addr, SocketAddrV4},
@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues, RingBuf, SockMap},
+    maps::{Array, HashMap, MapData, PerCpuHashMap, PerCpuValues, RingBuf, SockMap},
     programs::{
         tc::{self, SchedClassifierLinkId, TcAttachType},
         SchedClassifier, SkLookup,
@@ -19,7 +19,7 @@ use aya::{
     util::nr_cpus,
     Ebpf,
 };
-use lightwhale_common::{maps, pins, programs, Activity, ListenKey, HOLDER_IPV4_INDEX, PROTOCOL_TCP};
+use lightwhale_common::{entry_counts, maps, pins, programs, Activity, ListenKey, HOLDER_IPV4_INDEX, PROTOCOL_TCP};
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -77,6 +77,13 @@ pub struct DataPlane {
     holding: HashMap<MapData, u32, u32>,
     /// Slot per held container address.
     addresses: HashMap<MapData, u32, u32>,
+    /// Entry counts of `listeners` and `holding`, which let the programs
+    /// skip those maps while they are empty.
+    entry_counts: Array<MapData, u32>,
+    /// Keys in `listeners`, mirrored to count them.
+    listener_keys: StdHashSet<ListenKey>,
+    /// Slots in `holding`, mirrored to count them.
+    holding_slots: StdHashSet<u32>,
     /// Wake requests from the TC program, until the daemon takes them.
     wake_requests: Option<RingBuf<MapData>>,
     /// TC links per host interface index: egress then ingress.
@@ -122,6 +129,7 @@ impl DataPlane {
         let holding = take(maps::HOLDING, None)?;
         let addresses = take(maps::ADDRESSES, None)?;
         let wake_requests = take(maps::WAKE_REQUESTS, None)?;
+        let entry_counts = take(maps::ENTRY_COUNTS, None)?;
 
         let map_error = |name| move |source| DataPlaneError::Map { name, source };
         let mut data_plane = Self {
@@ -132,6 +140,9 @@ impl DataPlane {
             holding: HashMap::try_from(holding).map_err(map_error(maps::HOLDING))?,
             addresses: HashMap::try_from(addresses).map_err(map_error(maps::ADDRESSES))?,
             wake_requests: Some(RingBuf::try_from(wake_requests).map_err(map_error(maps::WAKE_REQUESTS))?),
+            entry_counts: Array::try_from(entry_counts).map_err(map_error(maps::ENTRY_COUNTS))?,
+            listener_keys: StdHashSet::new(),
+            holding_slots: StdHashSet::new(),
             ebpf,
             tc_links: StdHashMap::new(),
             pinned,
@@ -169,7 +180,7 @@ impl DataPlane {
     /// Removes a container slot's counters and held ports.
     pub fn remove_container(&mut self, slot: u32) {
         let _ = self.activity.remove(&slot);
-        let _ = self.holding.remove(&slot);
+        let _ = self.set_holding(slot, None);
         self.release_slot(slot);
     }
 
@@ -225,12 +236,33 @@ impl DataPlane {
     /// Steers new connections to a container's published ports to the
     /// holder.
     pub fn hold_ports(&mut self, slot: u32, ports: &[PublishedPort]) -> Result<(), DataPlaneError> {
-        for port in ports {
+        // Counted first: a count above the entries only costs lookups, while
+        // a count below them would let a held connection through.
+        let keys: Vec<ListenKey> = ports.iter().map(|port| listen_key(port.host_ip, port.host_port)).collect();
+        self.listener_keys.extend(keys.iter().copied());
+        self.write_count(entry_counts::LISTENERS, self.listener_keys.len())?;
+        for key in keys {
             self.listeners
-                .insert(listen_key(port.host_ip, port.host_port), slot, 0)
+                .insert(key, slot, 0)
                 .map_err(|source| DataPlaneError::Map { name: maps::LISTENERS, source })?;
         }
         Ok(())
+    }
+
+    /// Writes the entry count of a map into `ENTRY_COUNTS`.
+    fn write_count(&mut self, index: u32, count: usize) -> Result<(), DataPlaneError> {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        self.entry_counts
+            .set(index, count, 0)
+            .map_err(|source| DataPlaneError::Map { name: maps::ENTRY_COUNTS, source })
+    }
+
+    /// Writes the entry count of a map after entries were removed, logging
+    /// a failure, which only leaves the programs doing needless lookups.
+    fn write_count_after_removal(&mut self, index: u32, count: usize) {
+        if let Err(error) = self.write_count(index, count) {
+            warn!(%error, "cannot update the entry counts");
+        }
     }
 
     /// Sets how new TCP connections towards a slot's interfaces are
@@ -238,11 +270,21 @@ impl DataPlane {
     /// to let them through.
     pub fn set_holding(&mut self, slot: u32, mode: Option<u32>) -> Result<(), DataPlaneError> {
         let result = match mode {
-            Some(mode) => self.holding.insert(slot, mode, 0),
-            None => match self.holding.remove(&slot) {
-                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                other => other,
-            },
+            Some(mode) => {
+                self.holding_slots.insert(slot);
+                self.write_count(entry_counts::HOLDING, self.holding_slots.len())?;
+                self.holding.insert(slot, mode, 0)
+            }
+            None => {
+                let result = match self.holding.remove(&slot) {
+                    Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    other => other,
+                };
+                if result.is_ok() && self.holding_slots.remove(&slot) {
+                    self.write_count_after_removal(entry_counts::HOLDING, self.holding_slots.len());
+                }
+                result
+            }
         };
         result.map_err(|source| DataPlaneError::Map { name: maps::HOLDING, source })
     }
@@ -273,7 +315,19 @@ impl DataPlane {
     /// Stops steering a container's ports.
     pub fn release_ports(&mut self, ports: &[PublishedPort]) {
         for port in ports {
-            let _ = self.listeners.remove(&listen_key(port.host_ip, port.host_port));
+            self.release_key(listen_key(port.host_ip, port.host_port));
+        }
+        self.write_count_after_removal(entry_counts::LISTENERS, self.listener_keys.len());
+    }
+
+    /// Removes one listener entry. Its count stays while the removal fails,
+    /// so that the programs keep looking the entry up.
+    fn release_key(&mut self, key: ListenKey) {
+        match self.listeners.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
+                self.listener_keys.remove(&key);
+            }
+            Err(error) => warn!(%error, "cannot remove a listener entry"),
         }
     }
 
@@ -287,8 +341,9 @@ impl DataPlane {
             .map(|(key, _)| key)
             .collect();
         for key in keys {
-            let _ = self.listeners.remove(&key);
+            self.release_key(key);
         }
+        self.write_count_after_removal(entry_counts::LISTENERS, self.listener_keys.len());
     }
 }
 
