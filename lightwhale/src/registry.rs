@@ -205,7 +205,7 @@ mod tests {
     use super::*;
     use crate::{
         docker::NetworkMode,
-        labels::{RestoreFailure, DEFAULT_WAKE_TIMEOUT},
+        labels::{OpenConnections, RestoreFailure, DEFAULT_WAKE_TIMEOUT},
     };
 
     fn container(registry: &mut Registry, id: &str, name: &str) {
@@ -226,6 +226,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             wake_timeout: DEFAULT_WAKE_TIMEOUT,
             on_restore_failure: RestoreFailure::Start,
+            open_connections: OpenConnections::KeepAwake,
         };
         let record = Record::new(info, policy, State::Awake, 0);
         registry.insert(Arc::new(Container::new(id.into(), Some(slot), record)));
