@@ -68,6 +68,9 @@ pub struct Record {
     pub held_connections: u64,
     /// Connections of the holder for this container that are open now.
     pub open_held_connections: u64,
+    /// Connections for this container that the holder closed at once
+    /// because it or the container had its maximum open.
+    pub rejected_connections: u64,
     /// The stand-in that keeps its addresses and names while it sleeps,
     /// with the host-side interfaces counted for it.
     pub stand_in: Option<(String, Vec<u32>)>,
@@ -112,6 +115,7 @@ impl Record {
             last_error: None,
             held_connections: 0,
             open_held_connections: 0,
+            rejected_connections: 0,
             stand_in: None,
         }
     }
