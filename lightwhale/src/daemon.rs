@@ -19,7 +19,7 @@ use crate::{
     control,
     dataplane::DataPlane,
     docker::{check_engine, Engine},
-    holder,
+    holder::{self, Holder},
     labels::Defaults,
     lifecycle::short,
     registry::Registry,
@@ -54,6 +54,8 @@ pub struct Daemon {
     pub store: Store,
     /// Known containers.
     registry: Mutex<Registry>,
+    /// The holder's connection limit and counters.
+    pub holder: Holder,
     /// The eBPF programs and maps; `None` once shutdown released them.
     data_plane: Mutex<Option<DataPlane>>,
     /// Cancelled when the daemon stops.
@@ -140,6 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         defaults: settings.defaults.clone(),
         store,
         registry: Mutex::new(Registry::default()),
+        holder: Holder::default(),
         data_plane: Mutex::new(Some(data_plane)),
         shutdown: CancellationToken::new(),
     });

@@ -4,7 +4,10 @@
 use std::{
     io,
     net::{SocketAddr, SocketAddrV4},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -29,10 +32,41 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Size of the relay buffer for the first response bytes.
 const FIRST_READ_BUFFER: usize = 16 * 1024;
 
+/// The holder's connection limit and counters, shared with `status`.
+#[derive(Debug)]
+pub struct Holder {
+    /// One permit for each connection that may be open at once.
+    slots: Arc<Semaphore>,
+    /// Connections closed at once because a limit was reached.
+    rejected: AtomicU64,
+}
+
+impl Default for Holder {
+    fn default() -> Self {
+        Self { slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)), rejected: AtomicU64::new(0) }
+    }
+}
+
+impl Holder {
+    /// Connections held or relayed now, over all containers.
+    pub fn open_connections(&self) -> u64 {
+        (MAX_CONNECTIONS - self.slots.available_permits()) as u64
+    }
+
+    /// Connections rejected since the daemon started, because the holder or
+    /// their container had its maximum of connections open.
+    pub fn rejected_connections(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    fn count_rejection(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts held connections until shutdown.
 pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
     let shutdown = daemon.shutdown_token();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut rejected: u64 = 0;
     loop {
         let accepted = tokio::select! {
@@ -41,8 +75,14 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                let Ok(slot) = daemon.holder.slots.clone().try_acquire_owned() else {
                     rejected += 1;
+                    daemon.holder.count_rejection();
+                    if let Ok(SocketAddr::V4(local)) = stream.local_addr() {
+                        if let Some((container, _)) = daemon.held_target(local) {
+                            container.record().rejected_connections += 1;
+                        }
+                    }
                     // Logged for the first rejection and every 1000th after.
                     if rejected % 1000 == 1 {
                         warn!(%peer, limit = MAX_CONNECTIONS, rejected, "rejected connection: the holder keeps its maximum of connections");
@@ -79,12 +119,18 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
     let name = {
         let mut record = container.record();
         if record.open_held_connections >= MAX_CONNECTIONS_PER_CONTAINER {
-            warn!(
-                container = %record.info.name,
-                %peer,
-                limit = MAX_CONNECTIONS_PER_CONTAINER,
-                "rejected connection: the holder keeps its maximum of connections for this container"
-            );
+            record.rejected_connections += 1;
+            daemon.holder.count_rejection();
+            // Logged for the first rejection and every 1000th after.
+            if record.rejected_connections % 1000 == 1 {
+                warn!(
+                    container = %record.info.name,
+                    %peer,
+                    limit = MAX_CONNECTIONS_PER_CONTAINER,
+                    rejected = record.rejected_connections,
+                    "rejected connection: the holder keeps its maximum of connections for this container"
+                );
+            }
             return;
         }
         record.held_connections += 1;
@@ -95,6 +141,10 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
     let id = short(&container.id).to_owned();
     debug!(container = %name, id = %id, %peer, port = local.port(), "holding connection");
 
+    // NOTE: only the connection whose task ran the restore gets its error.
+    // Tasks that waited for it find the container awake and get `Ok`, so
+    // after a wake timeout they are closed only once `connect` gave up too,
+    // [`CONNECT_TIMEOUT`] later.
     let info = match daemon.wake(&container).await {
         Ok(info) => info,
         Err(error) => {

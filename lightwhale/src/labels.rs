@@ -17,13 +17,17 @@ pub const WAKE_TIMEOUT: &str = "lightwhale.wake-timeout";
 /// without its checkpoint, losing its memory state but serving its
 /// clients; `fail` leaves it stopped and closes the held connections.
 pub const ON_RESTORE_FAILURE: &str = "lightwhale.on-restore-failure";
+/// What to do with established TCP connections: `keep-awake` (default)
+/// keeps an idle container awake while it has any. `close` lets it sleep
+/// and resets them right before the checkpoint.
+pub const OPEN_CONNECTIONS: &str = "lightwhale.open-connections";
 /// Marks containers and images that the project's own tests create, with
 /// `lightwhale.test.*` labels of their own; ignored here.
 pub const TEST: &str = "lightwhale.test";
 
 const PREFIX: &str = "lightwhale.";
 /// Labels for users; [`TEST`] is accepted too but not advertised.
-const KNOWN: [&str; 4] = [ENABLE, IDLE_TIMEOUT, WAKE_TIMEOUT, ON_RESTORE_FAILURE];
+const KNOWN: [&str; 5] = [ENABLE, IDLE_TIMEOUT, WAKE_TIMEOUT, ON_RESTORE_FAILURE, OPEN_CONNECTIONS];
 
 /// Default of [`WAKE_TIMEOUT`].
 pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,6 +58,8 @@ pub struct Policy {
     pub wake_timeout: Duration,
     /// Action after a failed restore.
     pub on_restore_failure: RestoreFailure,
+    /// Treatment of established TCP connections.
+    pub open_connections: OpenConnections,
 }
 
 /// The choices of [`ON_RESTORE_FAILURE`].
@@ -63,6 +69,17 @@ pub enum RestoreFailure {
     Start,
     /// Leave it stopped and close the held connections.
     Fail,
+}
+
+/// The choices of [`OPEN_CONNECTIONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenConnections {
+    /// Stay awake while any TCP connection is established, because a
+    /// checkpoint cannot save it.
+    KeepAwake,
+    /// Sleep anyway: the established connections are reset right before
+    /// the checkpoint, and their peers see the reset.
+    Close,
 }
 
 /// The treatment of one container by lightwhale.
@@ -95,6 +112,9 @@ pub enum LabelError {
     /// The restore failure choice is unknown.
     #[error("invalid label {ON_RESTORE_FAILURE}={value:?}: expected start or fail")]
     InvalidRestoreFailure { value: String },
+    /// The open connections choice is unknown.
+    #[error("invalid label {OPEN_CONNECTIONS}={value:?}: expected keep-awake or close")]
+    InvalidOpenConnections { value: String },
     /// A `lightwhale.*` label that this version does not know, most likely
     /// a typo that would otherwise be ignored silently.
     #[error("unknown label {label:?}: known labels are {}", KNOWN.join(", "))]
@@ -173,7 +193,12 @@ fn policy(labels: &HashMap<String, String>, defaults: &Defaults) -> Result<Polic
         Some("fail") => RestoreFailure::Fail,
         Some(value) => return Err(LabelError::InvalidRestoreFailure { value: value.to_owned() }),
     };
-    Ok(Policy { idle_timeout, wake_timeout, on_restore_failure })
+    let open_connections = match labels.get(OPEN_CONNECTIONS).map(String::as_str) {
+        None | Some("keep-awake") => OpenConnections::KeepAwake,
+        Some("close") => OpenConnections::Close,
+        Some(value) => return Err(LabelError::InvalidOpenConnections { value: value.to_owned() }),
+    };
+    Ok(Policy { idle_timeout, wake_timeout, on_restore_failure, open_connections })
 }
 
 fn is_known(label: &str) -> bool {
@@ -209,7 +234,12 @@ mod tests {
     }
 
     fn default_policy(idle_timeout: Duration) -> Policy {
-        Policy { idle_timeout, wake_timeout: DEFAULT_WAKE_TIMEOUT, on_restore_failure: RestoreFailure::Start }
+        Policy {
+            idle_timeout,
+            wake_timeout: DEFAULT_WAKE_TIMEOUT,
+            on_restore_failure: RestoreFailure::Start,
+            open_connections: OpenConnections::KeepAwake,
+        }
     }
 
     const DEFAULTS: Defaults = Defaults {
@@ -258,6 +288,9 @@ mod tests {
             (&[(ENABLE, "true"), (WAKE_TIMEOUT, "0s")], "expected a duration between 1s and 1h"),
             (&[(ENABLE, "true"), (WAKE_TIMEOUT, "2h")], "expected a duration between 1s and 1h"),
             (&[(ENABLE, "true"), (ON_RESTORE_FAILURE, "retry")], "expected start or fail"),
+            (&[(ENABLE, "true"), (OPEN_CONNECTIONS, "reset")], "open-connections=\"reset\": expected keep-awake or close"),
+            (&[(ENABLE, "true"), (OPEN_CONNECTIONS, "Close")], "open-connections=\"Close\": expected keep-awake or close"),
+            (&[(ENABLE, "true"), (OPEN_CONNECTIONS, "")], "open-connections=\"\": expected keep-awake or close"),
         ];
         for (pairs, expected) in cases {
             match management(&labels(pairs), &DEFAULTS) {
@@ -273,15 +306,18 @@ mod tests {
     #[test]
     fn policy_labels_parse() {
         let result = management(
-            &labels(&[(ENABLE, "true"), (WAKE_TIMEOUT, "2m"), (ON_RESTORE_FAILURE, "fail")]),
+            &labels(&[(ENABLE, "true"), (WAKE_TIMEOUT, "2m"), (ON_RESTORE_FAILURE, "fail"), (OPEN_CONNECTIONS, "close")]),
             &DEFAULTS,
         );
         let expected = Policy {
             idle_timeout: Duration::from_secs(600),
             wake_timeout: Duration::from_secs(120),
             on_restore_failure: RestoreFailure::Fail,
+            open_connections: OpenConnections::Close,
         };
         assert_eq!(result, Management::Managed(expected));
+        let result = management(&labels(&[(ENABLE, "true"), (OPEN_CONNECTIONS, "keep-awake")]), &DEFAULTS);
+        assert_eq!(result, Management::Managed(default_policy(Duration::from_secs(600))));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
 use lightwhale_common::holding;
@@ -24,7 +24,7 @@ use crate::{
     registry::Container,
     state::{InvalidTransition, State, Transition},
     store::SleepingContainer,
-    labels::RestoreFailure,
+    labels::{OpenConnections, RestoreFailure},
     veth,
 };
 
@@ -38,7 +38,7 @@ pub enum LifecycleError {
     #[error("{name} is {state}, not {expected}")]
     WrongState { name: String, state: State, expected: &'static str },
     /// The checkpoint would cut established connections.
-    #[error("{name} has {open} established TCP connections; it can sleep once they close")]
+    #[error("{name} has {open} established TCP connections; it can sleep once they close, or with the label lightwhale.open-connections=close")]
     OpenConnections { name: String, open: usize },
     /// The container cannot be managed at all.
     #[error("{name} is not manageable: {reason}")]
@@ -98,20 +98,23 @@ impl Daemon {
         }
         let slot = managed_slot(container)?;
 
-        let (name, ports, addresses) = {
+        let (name, ports, addresses, close_in) = {
             let mut record = container.record();
             let name = record.info.name.clone();
             if record.state != State::Awake {
                 return Err(LifecycleError::WrongState { name, state: record.state, expected: "awake" });
             }
+            let close = record.policy.open_connections == OpenConnections::Close;
             let open = record.info.pid.map(connections::established).and_then(Result::ok).unwrap_or(0);
-            if open > 0 {
+            if open > 0 && !close {
                 return Err(LifecycleError::OpenConnections { name, open });
             }
+            // The process whose network namespace has the connections to close.
+            let close_in = record.info.pid.filter(|_| close);
             record.state = record.state.next(Transition::BeginSleep)?;
             record.held_ports = record.info.ports.clone();
             let addresses: Vec<Ipv4Addr> = record.info.endpoints.iter().filter_map(|endpoint| endpoint.ipv4).collect();
-            (name, record.held_ports.clone(), addresses)
+            (name, record.held_ports.clone(), addresses, close_in)
         };
         let short_id = short(&container.id);
 
@@ -151,7 +154,15 @@ impl Daemon {
             None => Ok(()),
         };
         let result = match result {
-            Ok(()) => self.engine.checkpoint(&container.id, &checkpoint).await,
+            Ok(()) => {
+                // New connections to the container's ports and addresses are
+                // held or dropped from here on, so only a connection that
+                // the container opens itself can be open at the checkpoint.
+                if let Some(pid) = close_in {
+                    close_connections(&name, short_id, pid).await;
+                }
+                self.engine.checkpoint(&container.id, &checkpoint).await
+            }
             Err(error) => Err(error),
         };
         if result.is_err() {
@@ -585,6 +596,23 @@ fn managed_slot(container: &Container) -> Result<u32, LifecycleError> {
             name: record.info.name.clone(),
             reason: reason.clone().unwrap_or_default(),
         }),
+    }
+}
+
+/// Resets the established TCP connections in the network namespace of the
+/// process `pid` of a container labelled `lightwhale.open-connections=close`,
+/// and logs how many were closed. A connection left open makes the
+/// checkpoint fail, which then backs off as usual.
+async fn close_connections(name: &str, id: &str, pid: u32) {
+    match connections::close_established(pid).await {
+        Ok(0) => debug!(container = %name, id, "no established TCP connections to close"),
+        Ok(closed) => info!(container = %name, id, closed, "closed established TCP connections before the checkpoint, so their peers see a reset"),
+        Err(error) => warn!(container = %name, id, %error, "cannot close established TCP connections"),
+    }
+    match connections::established(pid) {
+        Ok(0) => {}
+        Ok(open) => warn!(container = %name, id, open, "TCP connections are still established after the reset, so the checkpoint fails unless they close first"),
+        Err(error) => debug!(container = %name, id, %error, "cannot count TCP connections"),
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Record {
     pub held_connections: u64,
     /// Connections of the holder for this container that are open now.
     pub open_held_connections: u64,
+    /// Connections for this container that the holder closed at once
+    /// because it or the container had its maximum open.
+    pub rejected_connections: u64,
     /// The stand-in that keeps its addresses and names while it sleeps,
     /// with the host-side interfaces counted for it.
     pub stand_in: Option<(String, Vec<u32>)>,
@@ -116,6 +119,7 @@ impl Record {
             last_error: None,
             held_connections: 0,
             open_held_connections: 0,
+            rejected_connections: 0,
             stand_in: None,
         }
     }
@@ -209,7 +213,7 @@ mod tests {
     use super::*;
     use crate::{
         docker::NetworkMode,
-        labels::{RestoreFailure, DEFAULT_WAKE_TIMEOUT},
+        labels::{OpenConnections, RestoreFailure, DEFAULT_WAKE_TIMEOUT},
     };
 
     fn container(registry: &mut Registry, id: &str, name: &str) {
@@ -230,6 +234,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             wake_timeout: DEFAULT_WAKE_TIMEOUT,
             on_restore_failure: RestoreFailure::Start,
+            open_connections: OpenConnections::KeepAwake,
         };
         let record = Record::new(info, policy, State::Awake, 0);
         registry.insert(Arc::new(Container::new(id.into(), Some(slot), record)));

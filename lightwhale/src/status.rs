@@ -6,11 +6,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::{clock, daemon::Daemon, idle, lifecycle::WakePhases};
 
-/// Every managed or unmanageable container.
+/// Every managed or unmanageable container, and the holder.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// The holder's connections over all containers.
+    #[serde(default)]
+    pub holder: HolderStatus,
     /// Containers sorted by name.
     pub containers: Vec<ContainerStatus>,
+}
+
+/// Connection counts of the holder, over all containers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HolderStatus {
+    /// Connections held or relayed now.
+    pub open_connections: u64,
+    /// Connections closed at once since the daemon started, because the
+    /// holder or their container had its maximum of connections open.
+    pub rejected_connections: u64,
 }
 
 /// One container's line of the report.
@@ -59,6 +72,9 @@ pub struct ContainerStatus {
     /// Connections the holder accepted for this container. Once it is
     /// awake, connections go straight to it and are not counted here.
     pub held_connections: u64,
+    /// Connections for this container that the holder closed at once
+    /// because it or the container had its maximum of connections open.
+    pub rejected_connections: u64,
     /// Id of the stand-in that keeps its names and addresses while it
     /// sleeps.
     pub stand_in: Option<String>,
@@ -110,11 +126,16 @@ impl Daemon {
                     last_wake_phases: record.last_wake_phases,
                     last_error: record.last_error.clone(),
                     held_connections: record.held_connections,
+                    rejected_connections: record.rejected_connections,
                     stand_in: record.stand_in.as_ref().map(|(id, _)| id.clone()),
                 }
             })
             .collect();
-        StatusReport { containers }
+        let holder = HolderStatus {
+            open_connections: self.holder.open_connections(),
+            rejected_connections: self.holder.rejected_connections(),
+        };
+        StatusReport { holder, containers }
     }
 }
 
@@ -169,6 +190,13 @@ pub fn render_table(report: &StatusReport) -> String {
         if let Some(error) = &container.last_error {
             let _ = writeln!(table, "{}: last error: {error}", container.name);
         }
+        if container.rejected_connections > 0 {
+            let _ = writeln!(
+                table,
+                "{}: {} connections rejected over the holder's limits",
+                container.name, container.rejected_connections
+            );
+        }
     }
     table
 }
@@ -204,6 +232,7 @@ mod tests {
     #[test]
     fn table_lists_reasons() {
         let report = StatusReport {
+            holder: HolderStatus::default(),
             containers: vec![ContainerStatus {
                 id: "0123456789abcdef".into(),
                 name: "web".into(),
@@ -226,6 +255,7 @@ mod tests {
                 last_wake_phases: None,
                 last_error: None,
                 held_connections: 0,
+                rejected_connections: 3,
                 stand_in: None,
             }],
         };
@@ -233,5 +263,6 @@ mod tests {
         assert!(table.starts_with("NAME"), "{table}");
         assert!(table.contains("0123456789ab"), "{table}");
         assert!(table.contains("web: not managed: network mode host"), "{table}");
+        assert!(table.contains("web: 3 connections rejected over the holder's limits"), "{table}");
     }
 }

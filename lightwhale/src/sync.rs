@@ -214,6 +214,7 @@ impl Daemon {
             idle_timeout: self.defaults.idle_timeout,
             wake_timeout: labels::DEFAULT_WAKE_TIMEOUT,
             on_restore_failure: labels::RestoreFailure::Start,
+            open_connections: labels::OpenConnections::KeepAwake,
         };
         let mut record = Record::new(info, policy, State::Stopped, monotonic_ns());
         record.unmanageable = Some(reason);
@@ -261,10 +262,13 @@ impl Daemon {
             if !idle::should_sleep(idle_for, record.policy.idle_timeout) {
                 continue;
             }
-            let open = record.info.pid.map(connections::established).and_then(Result::ok).unwrap_or(0);
-            if open > 0 {
-                debug!(container = %record.info.name, open, "idle, but stays awake while TCP connections are open");
-                continue;
+            // With `close`, the sleep resets the connections itself.
+            if record.policy.open_connections == labels::OpenConnections::KeepAwake {
+                let open = record.info.pid.map(connections::established).and_then(Result::ok).unwrap_or(0);
+                if open > 0 {
+                    debug!(container = %record.info.name, open, "idle, but stays awake while TCP connections are open");
+                    continue;
+                }
             }
             idle.push(container.clone());
         }

@@ -17,6 +17,9 @@
 //! - `GET /alloc?mib=N` allocates N MiB, writes every byte so the pages are
 //!   resident, keeps them until the process exits and returns
 //!   `allocated=N\n`.
+//! - `GET /close-listener` returns `closing listener\n`, then closes the
+//!   listening socket. The process keeps running and never accepts a
+//!   connection again, like a service that hangs after a restore.
 //!
 //! Every response closes its connection.
 //!
@@ -27,7 +30,7 @@
 use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
@@ -40,6 +43,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Number of `GET /` requests served so far.
 static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Set by `/close-listener`; the accept loop then closes the listener.
+static CLOSE_LISTENER: AtomicBool = AtomicBool::new(false);
 
 /// Memory allocated by `/alloc`, kept alive until the process exits.
 static ALLOCATIONS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
@@ -70,6 +76,9 @@ fn main() {
     }
 
     for stream in listener.incoming() {
+        if CLOSE_LISTENER.load(Ordering::SeqCst) {
+            break;
+        }
         let stream = match stream {
             Ok(stream) => stream,
             Err(err) => {
@@ -82,15 +91,22 @@ fn main() {
             let peer = stream
                 .peer_addr()
                 .map_or_else(|_| "unknown peer".to_string(), |addr| addr.to_string());
-            if let Err(err) = serve(stream, upstream.as_deref()) {
+            if let Err(err) = serve(stream, upstream.as_deref(), port) {
                 eprintln!("connection from {peer} failed: {err}");
             }
         });
     }
+
+    drop(listener);
+    println!("closed the listener on 0.0.0.0:{port}; no longer accepting connections");
+    loop {
+        thread::park();
+    }
 }
 
 /// Reads one request from `stream`, writes the response and closes.
-fn serve(mut stream: TcpStream, upstream: Option<&str>) -> io::Result<()> {
+/// `port` is the server's own port, which `/close-listener` needs.
+fn serve(mut stream: TcpStream, upstream: Option<&str>, port: u16) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
 
@@ -113,6 +129,7 @@ fn serve(mut stream: TcpStream, upstream: Option<&str>) -> io::Result<()> {
     let (status, body) = match (method, path) {
         ("GET", "/") => count_hit(upstream),
         ("GET", "/alloc") => allocate(query),
+        ("GET", "/close-listener") => ("200 OK", "closing listener\n".to_string()),
         ("GET", _) => ("404 Not Found", format!("not found: {path}\n")),
         _ => (
             "405 Method Not Allowed",
@@ -125,7 +142,23 @@ fn serve(mut stream: TcpStream, upstream: Option<&str>) -> io::Result<()> {
         body.len()
     );
     stream.write_all(response.as_bytes())?;
-    stream.flush()
+    stream.flush()?;
+    drop(reader);
+    drop(stream);
+
+    if (method, path) == ("GET", "/close-listener") {
+        close_listener(port);
+    }
+    Ok(())
+}
+
+/// Makes the accept loop close the listener: it checks the flag after each
+/// accepted connection, so a connection of our own wakes it up.
+fn close_listener(port: u16) {
+    CLOSE_LISTENER.store(true, Ordering::SeqCst);
+    if let Err(err) = TcpStream::connect(("127.0.0.1", port)) {
+        eprintln!("failed to wake the accept loop: {err}");
+    }
 }
 
 fn count_hit(upstream: Option<&str>) -> (&'static str, String) {
