@@ -167,16 +167,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tasks.shutdown().await;
 
     // Let a checkpoint or restore in progress finish, so no container is
-    // left half-done.
-    for container in daemon.registry().all() {
+    // left half-done. The list is taken first: a `for` expression would keep
+    // the registry locked across the awaits, and an operation that needs it
+    // would then wait for the whole grace period.
+    let containers = daemon.registry().all();
+    for container in &containers {
         let wait = container.operation.clone().lock_owned();
         if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
             warn!(id = %container.id, "an operation still runs after the grace period");
         }
     }
 
-    for container in daemon.registry().all() {
-        daemon.remove_stand_in(&container).await;
+    for container in &containers {
+        daemon.remove_stand_in(container).await;
         let record = container.record();
         if record.state != State::Asleep {
             continue;

@@ -141,10 +141,6 @@ async fn handle(daemon: Arc<Daemon>, client: TcpStream, peer: SocketAddr) {
     let id = short(&container.id).to_owned();
     debug!(container = %name, id = %id, %peer, port = local.port(), "holding connection");
 
-    // NOTE: only the connection whose task ran the restore gets its error.
-    // Tasks that waited for it find the container awake and get `Ok`, so
-    // after a wake timeout they are closed only once `connect` gave up too,
-    // [`CONNECT_TIMEOUT`] later.
     let info = match daemon.wake(&container).await {
         Ok(info) => info,
         Err(error) => {

@@ -291,12 +291,21 @@ impl Daemon {
     /// accept connections. Returns at once for an awake container; callers
     /// that arrive during a restore wait for it and share its result.
     pub async fn wake(&self, container: &Arc<Container>) -> Result<ContainerInfo, LifecycleError> {
+        let attempts_before = container.record().wake_attempts;
         let _operation = container.operation.clone().lock_owned().await;
         let slot = managed_slot(container)?;
 
         let (name, checkpoint, ports, policy, restart_policy) = {
             let mut record = container.record();
             let name = record.info.name.clone();
+            // A wake ran while this caller waited: it shares that wake's
+            // failure instead of finding a container that never accepted
+            // "awake", or starting one more restore that fails alike.
+            if record.wake_attempts != attempts_before {
+                if let Some(error) = &record.last_wake_failure {
+                    return Err(LifecycleError::Gone(error.clone()));
+                }
+            }
             match record.state {
                 State::Awake => return Ok(record.info.clone()),
                 State::Asleep => {}
@@ -306,6 +315,8 @@ impl Daemon {
                 return Err(LifecycleError::Gone(format!("{name} is asleep without a checkpoint")));
             };
             record.state = record.state.next(Transition::BeginWake)?;
+            record.wake_attempts += 1;
+            record.last_wake_failure = None;
             (name, checkpoint, record.held_ports.clone(), record.policy, record.info.restart_policy.clone())
         };
         let short_id = short(&container.id);
@@ -349,7 +360,9 @@ impl Daemon {
                 let mut record = container.record();
                 record.state = record.state.next(Transition::FailWake)?;
                 error!(container = %name, id = %short_id, %checkpoint, "wake failed; the container stays stopped");
-                record.last_error.clone().unwrap_or_else(|| format!("restore from {checkpoint} failed"))
+                let error = record.last_error.clone().unwrap_or_else(|| format!("restore from {checkpoint} failed"));
+                record.last_wake_failure = Some(error.clone());
+                error
             };
             let stand_in = self.start_stand_in(container, slot).await;
             let holding_mode = stand_in.as_ref().map(|_| holding::DROP_AND_WAKE);
@@ -425,7 +438,11 @@ impl Daemon {
                 Ok(info)
             }
             Err(error) => {
-                container.record().last_error = Some(error.to_string());
+                {
+                    let mut record = container.record();
+                    record.last_error = Some(error.to_string());
+                    record.last_wake_failure = Some(error.to_string());
+                }
                 error!(container = %name, id = %short_id, cause = %error, "wake failed after restore");
                 Err(error)
             }

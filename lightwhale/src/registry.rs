@@ -61,6 +61,11 @@ pub struct Record {
     pub last_wake: Option<Duration>,
     /// Phases of the last restore.
     pub last_wake_phases: Option<WakePhases>,
+    /// Wakes started, to tell callers that waited for one wake apart from
+    /// those that arrive after it.
+    pub wake_attempts: u64,
+    /// Error of the last wake, `None` when it succeeded.
+    pub last_wake_failure: Option<String>,
     /// Checkpoint failures in a row.
     pub sleep_failures: u32,
     /// CLOCK_MONOTONIC time before which no new checkpoint is tried.
@@ -114,6 +119,8 @@ impl Record {
             last_sleep: None,
             last_wake: None,
             last_wake_phases: None,
+            wake_attempts: 0,
+            last_wake_failure: None,
             sleep_failures: 0,
             next_sleep_attempt_ns: 0,
             last_error: None,
