@@ -172,9 +172,18 @@ impl Engine {
     pub async fn restore(&self, id: &str, checkpoint: &str) -> Result<(), EngineError> {
         let mut delays = [500, 1000, 2000].into_iter().map(Duration::from_millis);
         loop {
+            let before = super::restore_copies::existing();
             let result =
                 restore::start_from_checkpoint(&self.socket, self.docker.client_version(), id, checkpoint, Duration::from_secs(300))
                     .await;
+            // In the background: removing a large copy would delay the wake.
+            let owned_id = id.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let removed = super::restore_copies::remove_new(&before, &owned_id);
+                if removed > 0 {
+                    tracing::debug!(id = %&owned_id[..owned_id.len().min(12)], removed, "removed containerd's copies of the checkpoint");
+                }
+            });
             match (result, delays.next()) {
                 (Err(message), Some(delay)) if message.contains("already exists") => {
                     tracing::warn!(id = %&id[..id.len().min(12)], %checkpoint, cause = %message, retry_in = ?delay, "restore failed; retrying");

@@ -6,6 +6,7 @@ pub(crate) mod engine;
 mod inventory;
 mod preflight;
 mod restore;
+mod restore_copies;
 pub mod stand_in;
 
 pub use engine::{Engine, EngineError};
