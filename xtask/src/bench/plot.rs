@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::stats::Summary;
 use super::wake;
 
-const WIDTH: f64 = 640.0;
+const WIDTH: f64 = 680.0;
 const HEIGHT: f64 = 400.0;
 /// Space for the axes' labels.
 const MARGIN_LEFT: f64 = 70.0;

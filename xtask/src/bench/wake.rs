@@ -5,7 +5,7 @@
 //! - lightwhale: `lightwhale sleep`, then a client's connection wakes the
 //!   container;
 //! - plain Docker: `docker checkpoint create`, then `docker start
-//!   --checkpoint` and a client polling until it gets an answer;
+//!   --checkpoint` and a client polling until it gets a response;
 //! - cold start: `docker start` of a stopped container, without checkpoint.
 
 use std::fs;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use lightwhale_tests::{command::run as run_command, free_port, parse_hits, Container, Daemon, Network, HTTP_COUNTER_IMAGE};
 use serde::Serialize;
 use serde_json::Value;
@@ -49,6 +49,9 @@ pub struct SizeResults {
     pub size_mib: u64,
     pub lightwhale: Vec<LightwhaleRun>,
     pub docker: Vec<DockerRun>,
+    /// Errors of plain Docker checkpoints or restores, which are retried in
+    /// the next run instead of ending the benchmark.
+    pub docker_failures: Vec<String>,
     pub cold: Vec<ColdRun>,
 }
 
@@ -56,7 +59,7 @@ pub struct SizeResults {
 /// milliseconds from the moment the client started to connect.
 #[derive(Debug, Serialize)]
 pub struct LightwhaleRun {
-    /// `lightwhale sleep` from request to answer.
+    /// `lightwhale sleep` from request to response.
     pub sleep_ms: f64,
     /// The checkpoint call alone, as the daemon reports it.
     pub checkpoint_ms: Option<f64>,
@@ -66,7 +69,14 @@ pub struct LightwhaleRun {
     pub checkpoint_bytes: Option<u64>,
     /// The container's memory use before the sleep, as the daemon reports it.
     pub memory_use_bytes: Option<u64>,
-    /// Growth of the host's MemAvailable over the sleep.
+    /// Private memory of the container before the sleep: its cgroup's
+    /// resident anonymous memory plus its containerd-shim's private pages.
+    pub private_before_bytes: Option<u64>,
+    /// The same for the stand-in that replaces it, 0 without a stand-in.
+    pub stand_in_private_bytes: Option<u64>,
+    /// Growth of the host's MemAvailable over the sleep. Other activity on
+    /// the host, such as page cache freed by deleted checkpoints, shows up
+    /// in it.
     pub available_gain_bytes: i64,
     /// Growth of the host's MemFree over the sleep; lower than the above
     /// by the checkpoint's pages in the page cache.
@@ -131,22 +141,37 @@ pub fn run(bench: &Bench) -> Result<Results> {
     for &size_mib in &bench.sizes_mib {
         println!("wake: {size_mib} MiB, {} runs", bench.runs);
         let workloads = start_workloads(&daemon, &network, size_mib)?;
-        let mut size = SizeResults { size_mib, lightwhale: Vec::new(), docker: Vec::new(), cold: Vec::new() };
+        let mut size = SizeResults {
+            size_mib,
+            lightwhale: Vec::new(),
+            docker: Vec::new(),
+            docker_failures: Vec::new(),
+            cold: Vec::new(),
+        };
         for run in 0..bench.runs {
             let lightwhale = lightwhale_run(&daemon, &workloads, &docker_root)?;
-            let docker = docker_run(&workloads, &docker_root, run)?;
+            let docker = match docker_run(&workloads, &docker_root, run) {
+                Ok(docker) => {
+                    let text = format!("{:.0} ms", docker.first_byte_ms);
+                    size.docker.push(docker);
+                    text
+                }
+                Err(error) => {
+                    println!("  plain Docker run failed: {error:#}");
+                    size.docker_failures.push(format!("{error:#}"));
+                    "failed".into()
+                }
+            };
             let cold = cold_run(&workloads)?;
             allocate(workloads.plain_address, size_mib)?;
             println!(
-                "  run {}: lightwhale sleep {:.0} ms, first byte {:.0} ms; docker {:.0} ms; cold {:.0} ms",
+                "  run {}: lightwhale sleep {:.0} ms, first byte {:.0} ms; docker {docker}; cold {:.0} ms",
                 run + 1,
                 lightwhale.sleep_ms,
                 lightwhale.first_byte_ms,
-                docker.first_byte_ms,
                 cold.first_byte_ms
             );
             size.lightwhale.push(lightwhale);
-            size.docker.push(docker);
             size.cold.push(cold);
         }
         results.sizes.push(size);
@@ -197,6 +222,10 @@ fn lightwhale_run(daemon: &Daemon, workloads: &Workloads, docker_root: &Path) ->
     let container = &workloads.managed;
     let hits = parse_hits(client::get(workloads.managed_address, "/", WAKE_TIMEOUT)?.body())?;
 
+    // The daemon deletes the previous checkpoint in the background after a
+    // wake; its page cache must be gone before the host's memory is read.
+    wait_for_one_checkpoint(container)?;
+    let private_before_bytes = private_memory(container.id());
     let before = memory_now()?;
     let freezer = FreezerWatch::start(container.id());
     let started = Instant::now();
@@ -206,6 +235,10 @@ fn lightwhale_run(daemon: &Daemon, workloads: &Workloads, docker_root: &Path) ->
     thread::sleep(SETTLE);
     let after = memory_now()?;
     let slept = status_of(daemon, container.name())?;
+    let stand_in_private_bytes = match slept["stand_in"].as_str() {
+        Some(stand_in) => private_memory(stand_in),
+        None => Some(0),
+    };
 
     let timed = client::get(workloads.managed_address, "/", WAKE_TIMEOUT)?;
     let woken = status_of(daemon, container.name())?;
@@ -222,6 +255,8 @@ fn lightwhale_run(daemon: &Daemon, workloads: &Workloads, docker_root: &Path) ->
         frozen_ms,
         checkpoint_bytes: slept["checkpoint"].as_str().and_then(|checkpoint| checkpoint_bytes(docker_root, container.id(), checkpoint)),
         memory_use_bytes: slept["memory_freed_bytes"].as_u64(),
+        private_before_bytes,
+        stand_in_private_bytes,
         available_gain_bytes: after.available as i64 - before.available as i64,
         free_gain_bytes: after.free as i64 - before.free as i64,
         held_ms: offset_ms,
@@ -238,8 +273,20 @@ fn lightwhale_run(daemon: &Daemon, workloads: &Workloads, docker_root: &Path) ->
 /// Checkpoints and restores the unmanaged workload with plain Docker
 /// commands.
 fn docker_run(workloads: &Workloads, docker_root: &Path, run: usize) -> Result<DockerRun> {
-    let container = &workloads.plain;
     let checkpoint = format!("bench-{run}");
+    let result = checkpoint_and_restore(workloads, docker_root, &checkpoint);
+    if result.is_err() {
+        // A failed checkpoint may leave a partial one behind.
+        let _ = run_command(Command::new("docker").args(["checkpoint", "rm", workloads.plain.id(), &checkpoint]));
+    }
+    result
+}
+
+/// Runs `docker checkpoint create` and `docker start --checkpoint` on the
+/// unmanaged workload and times them.
+fn checkpoint_and_restore(workloads: &Workloads, docker_root: &Path, checkpoint: &str) -> Result<DockerRun> {
+    let container = &workloads.plain;
+    let checkpoint = checkpoint.to_owned();
     let started = Instant::now();
     run_command(Command::new("docker").args(["checkpoint", "create", container.id(), &checkpoint]))?;
     let checkpoint_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -256,7 +303,10 @@ fn docker_run(workloads: &Workloads, docker_root: &Path, run: usize) -> Result<D
 /// Stops the unmanaged workload and starts it again without a checkpoint.
 fn cold_run(workloads: &Workloads) -> Result<ColdRun> {
     let container = &workloads.plain;
-    run_command(Command::new("docker").args(["kill", container.id()]))?;
+    // A failed plain Docker run may have left it stopped already.
+    if container.is_running()? {
+        run_command(Command::new("docker").args(["kill", container.id()]))?;
+    }
     let started = Instant::now();
     run_command(Command::new("docker").args(["start", container.id()]))?;
     let started_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -265,7 +315,7 @@ fn cold_run(workloads: &Workloads) -> Result<ColdRun> {
     Ok(ColdRun { started_ms, first_byte_ms })
 }
 
-/// Sends `GET /` until an answer arrives, retrying refused and reset
+/// Sends `GET /` until a response arrives, retrying refused and reset
 /// connections every millisecond.
 fn wait_for_answer(address: SocketAddr, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
@@ -276,6 +326,18 @@ fn wait_for_answer(address: SocketAddr, limit: Duration) -> Result<()> {
             Err(_) => thread::sleep(Duration::from_millis(1)),
         }
     }
+}
+
+/// Waits until the container has at most one checkpoint left.
+fn wait_for_one_checkpoint(container: &Container) -> Result<()> {
+    let deadline = Instant::now() + WAKE_TIMEOUT;
+    while container.checkpoints()?.len() > 1 {
+        if Instant::now() >= deadline {
+            bail!("{} still has more than one checkpoint after {WAKE_TIMEOUT:?}", container.name());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Returns the daemon's status entry of a container.
@@ -293,6 +355,28 @@ fn memory_now() -> Result<Memory> {
     let meminfo = fs::read_to_string("/proc/meminfo").context("failed to read /proc/meminfo")?;
     let field = |name| meminfo_kib(&meminfo, name).map(|kib| kib * 1024).ok_or_else(|| anyhow!("/proc/meminfo has no {name}"));
     Ok(Memory { available: field("MemAvailable")?, free: field("MemFree")? })
+}
+
+/// Returns the private memory of a running container: the resident
+/// anonymous memory of its memory cgroup (cgroup v1, as Docker 20.10 sets
+/// it up here) plus the private pages of its containerd-shim, the parent of
+/// its first process.
+fn private_memory(id: &str) -> Option<u64> {
+    let full_id = run_command(Command::new("docker").args(["inspect", "--format", "{{.Id}} {{.State.Pid}}", id])).ok()?;
+    let (full_id, pid) = full_id.trim().split_once(' ')?;
+    let stat = fs::read_to_string(format!("/sys/fs/cgroup/memory/docker/{full_id}/memory.stat")).ok()?;
+    let anonymous = stat.lines().find_map(|line| line.strip_prefix("total_rss ")?.trim().parse::<u64>().ok())?;
+    let process_stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The parent pid is the second field after the command, which ends
+    // with the last `)`.
+    let shim = process_stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+    let rollup = fs::read_to_string(format!("/proc/{shim}/smaps_rollup")).ok()?;
+    let private_kib: u64 = rollup
+        .lines()
+        .filter(|line| line.starts_with("Private_Clean:") || line.starts_with("Private_Dirty:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(anonymous + private_kib * 1024)
 }
 
 /// Returns the size of one of the container's checkpoints on disk.
@@ -452,6 +536,15 @@ pub fn markdown(results: &Results) -> String {
         ));
     }
 
+    for size in results.sizes.iter().filter(|size| !size.docker_failures.is_empty()) {
+        text.push_str(&format!(
+            "\n{} MiB: {} plain Docker runs failed, for example: {}\n",
+            size.size_mib,
+            size.docker_failures.len(),
+            size.docker_failures[0]
+        ));
+    }
+
     text.push_str("\n## Phases of a lightwhale wake (ms after the client's connect, medians)\n\n");
     text.push_str("| Memory | held | restore requested | CRIU restore (duration) | restore returned | port accepting | first byte |\n");
     text.push_str("|---|---|---|---|---|---|---|\n");
@@ -488,18 +581,30 @@ pub fn markdown(results: &Results) -> String {
     }
 
     text.push_str("\n## Memory returned to the host (MiB, medians)\n\n");
-    text.push_str("| Memory | container use before sleep | MemAvailable gain | MemFree gain | returned |\n");
-    text.push_str("|---|---|---|---|---|\n");
+    text.push_str("| Memory | container use (docker stats) | private before sleep (cgroup + shim) | stand-in after | returned | host MemAvailable gain | host MemFree gain |\n");
+    text.push_str("|---|---|---|---|---|---|---|\n");
     for size in &results.sizes {
         let runs = &size.lightwhale;
         let used = summary(runs.iter().map(|run| run.memory_use_bytes.map(|bytes| bytes as f64)));
+        let private = summary(runs.iter().map(|run| run.private_before_bytes.map(|bytes| bytes as f64)));
+        let stand_in = summary(runs.iter().map(|run| run.stand_in_private_bytes.map(|bytes| bytes as f64)));
         let available = summary(runs.iter().map(|run| Some(run.available_gain_bytes as f64)));
         let free = summary(runs.iter().map(|run| Some(run.free_gain_bytes as f64)));
-        let returned = match (used, available) {
-            (Some(used), Some(available)) if used.median > 0.0 => format!("{:.0}%", available.median / used.median * 100.0),
+        let returned = match (private, stand_in) {
+            (Some(private), Some(stand_in)) if private.median > 0.0 => {
+                format!("{:.0}%", (private.median - stand_in.median) / private.median * 100.0)
+            }
             _ => "–".into(),
         };
-        text.push_str(&format!("| {} MiB | {} | {} | {} | {returned} |\n", size.size_mib, mib(used), mib(available), mib(free)));
+        text.push_str(&format!(
+            "| {} MiB | {} | {} | {} | {returned} | {} | {} |\n",
+            size.size_mib,
+            mib(used),
+            mib(private),
+            mib(stand_in),
+            mib(available),
+            mib(free)
+        ));
     }
     text
 }
