@@ -83,7 +83,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_and_removes_only_the_containers_new_copies() {
+    fn copies_match_by_container_id() {
         let dir = std::env::temp_dir().join(format!("lightwhale-copies-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
