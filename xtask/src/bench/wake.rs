@@ -297,7 +297,26 @@ fn checkpoint_and_restore(workloads: &Workloads, docker_root: &Path, checkpoint:
     wait_for_answer(workloads.plain_address, WAKE_TIMEOUT)?;
     let first_byte_ms = started.elapsed().as_secs_f64() * 1e3;
     run_command(Command::new("docker").args(["checkpoint", "rm", container.id(), &checkpoint]))?;
+    remove_restore_copies(container.id());
     Ok(DockerRun { checkpoint_ms, restored_ms, criu_restore_ms: criu_restore_ms(docker_root, container.id()), first_byte_ms })
+}
+
+/// Removes the copies of the container's checkpoints that containerd
+/// extracted into `/tmp/ctrd-checkpoint*` for a restore and left there.
+/// The daemon does the same for the containers it restores.
+fn remove_restore_copies(id: &str) {
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+        let is_copy = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("ctrd-checkpoint"));
+        let image = fs::read(path.join("cgroup.img")).unwrap_or_default();
+        if is_copy && image.windows(id.len()).any(|window| window == id.as_bytes()) {
+            if let Err(error) = fs::remove_dir_all(&path) {
+                println!("  cannot remove {}: {error}", path.display());
+            }
+        }
+    }
 }
 
 /// Stops the unmanaged workload and starts it again without a checkpoint.
