@@ -63,7 +63,9 @@ pub struct LightwhaleRun {
     pub sleep_ms: f64,
     /// The checkpoint call alone, as the daemon reports it.
     pub checkpoint_ms: Option<f64>,
-    /// Time the container's processes spent frozen before they exited.
+    /// Time the container's freezer cgroup stayed frozen. CRIU thaws it
+    /// once it has seized the processes with ptrace, and they stay stopped
+    /// until the dump ends.
     pub frozen_ms: Option<f64>,
     /// Size of the checkpoint on disk.
     pub checkpoint_bytes: Option<u64>,
@@ -582,7 +584,7 @@ pub fn markdown(results: &Results) -> String {
     }
 
     text.push_str("\n## Sleep\n\n");
-    text.push_str("| Memory | lightwhale sleep median (ms) | p95 | checkpoint call (ms) | frozen (ms) | docker checkpoint create (ms) | checkpoint size (MiB) |\n");
+    text.push_str("| Memory | lightwhale sleep median (ms) | p95 | checkpoint call (ms) | cgroup frozen (ms) | docker checkpoint create (ms) | checkpoint size (MiB) |\n");
     text.push_str("|---|---|---|---|---|---|---|\n");
     for size in &results.sizes {
         let runs = &size.lightwhale;
