@@ -17,7 +17,7 @@ pub const WAKE_TIMEOUT: &str = "lightwhale.wake-timeout";
 /// without its checkpoint, losing its memory state but serving its
 /// clients; `fail` leaves it stopped and closes the held connections.
 pub const ON_RESTORE_FAILURE: &str = "lightwhale.on-restore-failure";
-/// What to do with established TCP connections: `keep-awake` (default)
+/// Treatment of established TCP connections: `keep-awake` (default)
 /// keeps an idle container awake while it has any. `close` lets it sleep
 /// and resets them right before the checkpoint.
 pub const OPEN_CONNECTIONS: &str = "lightwhale.open-connections";

@@ -25,8 +25,8 @@ static LOCK: Mutex<Option<File>> = Mutex::new(None);
 pub fn hold() -> Result<()> {
     // Threads of this process wait here rather than on a second file,
     // whose lock would conflict with the first one's.
-    let mut held = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    if held.is_some() {
+    let mut locked = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    if locked.is_some() {
         return Ok(());
     }
     let file = OpenOptions::new()
@@ -43,7 +43,7 @@ pub fn hold() -> Result<()> {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("failed to lock {LOCK_PATH}"));
         }
     }
-    *held = Some(file);
+    *locked = Some(file);
     Ok(())
 }
 

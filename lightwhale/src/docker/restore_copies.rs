@@ -65,7 +65,7 @@ fn copies(dir: &Path) -> io::Result<HashSet<PathBuf>> {
     Ok(found)
 }
 
-/// Returns whether a copy holds a checkpoint of container `id`: its cgroup
+/// Returns whether a copy contains a checkpoint of container `id`: its cgroup
 /// image names the container's cgroups, which Docker names after the id.
 fn belongs_to(copy: &Path, id: &str) -> bool {
     match fs::read(copy.join(CGROUP_IMAGE)) {

@@ -183,7 +183,7 @@ impl Engine {
         };
         let id = match self.client().create_container(Some(options.clone()), body.clone()).await {
             // A stand-in of the same container that is still being removed
-            // in the background holds the name.
+            // in the background still uses the name.
             Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
                 self.remove_stand_in(name).await;
                 self.client().create_container(Some(options), body).await?.id

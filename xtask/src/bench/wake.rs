@@ -111,7 +111,7 @@ pub struct DockerRun {
     /// Duration of CRIU's restore, from its statistics file.
     pub criu_restore_ms: Option<f64>,
     /// From the restore request to the first response byte of a client
-    /// that retried until the port answered.
+    /// that retried until the port responded.
     pub first_byte_ms: f64,
 }
 
@@ -343,7 +343,7 @@ fn wait_for_answer(address: SocketAddr, limit: Duration) -> Result<()> {
     loop {
         match client::get(address, "/", limit) {
             Ok(_) => return Ok(()),
-            Err(error) if Instant::now() >= deadline => return Err(error.context(format!("no answer from {address} within {limit:?}"))),
+            Err(error) if Instant::now() >= deadline => return Err(error.context(format!("no response from {address} within {limit:?}"))),
             Err(_) => thread::sleep(Duration::from_millis(1)),
         }
     }
@@ -427,7 +427,7 @@ fn criu_restore_ms(docker_root: &Path, id: &str) -> Option<f64> {
 /// Magic numbers that open a CRIU statistics image.
 const STATS_MAGICS: [u32; 2] = [0x5510_5940, 0x5709_3306];
 
-/// Field of `StatsEntry` that holds the restore statistics.
+/// Field of `StatsEntry` that contains the restore statistics.
 const STATS_RESTORE_FIELD: u64 = 2;
 /// Field of `RestoreStatsEntry` with the restore time in microseconds.
 const RESTORE_TIME_FIELD: u64 = 4;
