@@ -150,8 +150,19 @@ start_dockerd() {
   mkdir -p "$log_dir"
   say "starting dockerd with experimental mode (log: $log_dir/dockerd.log)"
   # runc looks up criu in the PATH that dockerd passes down to it.
-  # setsid: dockerd must outlive the process group of the caller.
-  PATH=$prefix/bin:$PATH setsid dockerd --experimental >>"$log_dir/dockerd.log" 2>&1 </dev/null &
+  # setsid: dockerd must outlive the process group of the caller. The
+  # subshell closes every descriptor it inherited beyond stdio first: one
+  # held by the caller, such as a `flock` lock, would otherwise stay held
+  # for as long as dockerd and containerd run.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then
+        eval "exec $fd>&-"
+      fi
+    done
+    PATH=$prefix/bin:$PATH exec setsid dockerd --experimental >>"$log_dir/dockerd.log" 2>&1 </dev/null
+  ) &
   echo $! >"$dockerd_pid_file"
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then
