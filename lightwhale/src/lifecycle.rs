@@ -118,15 +118,6 @@ impl Daemon {
         };
         let short_id = short(&container.id);
 
-        // `docker stats` of a running container; the value is only shown.
-        let memory = match self.engine.memory_usage(&container.id).await {
-            Ok(bytes) => Some(bytes),
-            Err(error) => {
-                warn!(container = %name, id = %short_id, %error, "cannot read memory use before sleeping");
-                None
-            }
-        };
-
         let held = {
             let mut data_plane = self.data_plane();
             data_plane
@@ -144,6 +135,17 @@ impl Daemon {
             record.state = record.state.next(Transition::AbortSleep)?;
             return Err(error.into());
         }
+
+        // `docker stats` of the running container, only shown. It takes
+        // about a second, so it runs once new connections are held rather
+        // than served by a container about to be checkpointed.
+        let memory = match self.engine.memory_usage(&container.id).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                warn!(container = %name, id = %short_id, %error, "cannot read memory use before sleeping");
+                None
+            }
+        };
 
         let checkpoint = new_checkpoint_name();
         let started = Instant::now();
