@@ -8,7 +8,7 @@
 /// Names under which the daemon pins the maps that users may read with
 /// `bpftool map dump pinned /sys/fs/bpf/lightwhale/<name>`.
 pub mod pins {
-    /// Directory on bpffs that contains every pinned map.
+    /// Directory on bpffs that contains every pinned map and program.
     pub const DIR: &str = "/sys/fs/bpf/lightwhale";
     /// [`crate::Activity`] per container slot.
     pub const ACTIVITY: &str = "activity";
@@ -16,6 +16,8 @@ pub mod pins {
     pub const INTERFACES: &str = "interfaces";
     /// [`crate::ListenKey`] entries that are steered to the holder.
     pub const LISTENERS: &str = "listeners";
+    /// The socket filter that the nat table's bypass rule runs.
+    pub const NAT_BYPASS: &str = "nat_bypass";
 }
 
 /// Map names as they appear in the eBPF object.
@@ -56,6 +58,9 @@ pub mod programs {
     pub const COUNT_FROM_CONTAINER: &str = "lw_count_tx";
     /// sk_lookup program in the host network namespace.
     pub const STEER: &str = "lw_steer";
+    /// Socket filter run by an iptables rule in the nat table: matches new
+    /// connections to held published addresses.
+    pub const NAT_BYPASS: &str = "lw_nat_bypass";
 }
 
 /// Maximum number of containers whose activity is counted at once.

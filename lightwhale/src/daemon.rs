@@ -1,7 +1,7 @@
 //! The daemon: its shared state, its background tasks and its shutdown.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -22,6 +22,7 @@ use crate::{
     holder::{self, Holder},
     labels::Defaults,
     lifecycle::short,
+    nat_bypass,
     registry::Registry,
     state::State,
     store::Store,
@@ -135,6 +136,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot bind the holder's listener")?;
     data_plane.set_holder(&holder_listener)?;
+    let nat_bypass_pin = Path::new(lightwhale_common::pins::DIR).join(lightwhale_common::pins::NAT_BYPASS);
+    if let Err(error) = nat_bypass::install(&nat_bypass_pin).await {
+        // Connections through Docker's NAT then wait for a SYN sent again
+        // after a checkpoint, and fail during long restores.
+        warn!(%error, "published ports reached through Docker's NAT are not held during checkpoints and restores");
+    }
     info!(holder = %holder_listener.local_addr()?, pins = lightwhale_common::pins::DIR, "data plane ready");
 
     let daemon = Arc::new(Daemon {
@@ -205,6 +212,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Err(error) => warn!(%error, "cannot list stand-ins to remove"),
     }
 
+    nat_bypass::remove().await;
     // Dropping the data plane detaches every program and removes the pins.
     drop(daemon.data_plane.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
     control::remove(&settings.socket);

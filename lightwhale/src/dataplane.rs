@@ -14,7 +14,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuHashMap, PerCpuValues, RingBuf, SockMap},
     programs::{
         tc::{self, SchedClassifierLinkId, TcAttachType},
-        SchedClassifier, SkLookup,
+        SchedClassifier, SkLookup, SocketFilter,
     },
     util::nr_cpus,
     Ebpf,
@@ -110,6 +110,18 @@ impl DataPlane {
         let pin_dir = Path::new(pins::DIR);
         prepare_pin_dir(pin_dir)?;
         let mut pinned = Vec::new();
+
+        // iptables finds the program by its pin.
+        let nat_bypass: &mut SocketFilter = program(&mut ebpf, programs::NAT_BYPASS)?;
+        nat_bypass
+            .load()
+            .map_err(|source| DataPlaneError::Program { name: programs::NAT_BYPASS, source })?;
+        let path = pin_dir.join(pins::NAT_BYPASS);
+        nat_bypass.pin(&path).map_err(|error| DataPlaneError::Io {
+            path: path.clone(),
+            source: io::Error::other(error.to_string()),
+        })?;
+        pinned.push(path);
         let mut take = |map_name: &'static str, pin_name: Option<&str>| {
             let map = ebpf.take_map(map_name).ok_or(DataPlaneError::MissingMap(map_name))?;
             if let Some(pin_name) = pin_name {
@@ -355,7 +367,7 @@ impl Drop for DataPlane {
         }
         for path in &self.pinned {
             if let Err(error) = fs::remove_file(path) {
-                warn!(path = %path.display(), %error, "cannot remove pinned map");
+                warn!(path = %path.display(), %error, "cannot remove a pin");
             }
         }
         let _ = fs::remove_dir(pins::DIR);
@@ -393,7 +405,7 @@ where
 }
 
 fn static_name(name: &str) -> &'static str {
-    [programs::COUNT_TO_CONTAINER, programs::COUNT_FROM_CONTAINER, programs::STEER]
+    [programs::COUNT_TO_CONTAINER, programs::COUNT_FROM_CONTAINER, programs::STEER, programs::NAT_BYPASS]
         .into_iter()
         .find(|known| *known == name)
         .unwrap_or("unknown")

@@ -14,6 +14,7 @@ pub mod holder;
 pub mod idle;
 pub mod labels;
 pub mod lifecycle;
+pub mod nat_bypass;
 pub mod registry;
 pub mod state;
 pub mod status;

@@ -1,10 +1,11 @@
-//! Connections that arrive while a container is being checkpointed are
-//! held and answered after the wake, whichever path they take: loopback
-//! through docker-proxy, Docker's NAT from the host, or a remote client.
+//! Connections that arrive while a container is being checkpointed or
+//! restored are held and served after the wake, whichever path they take:
+//! loopback through docker-proxy, Docker's NAT from the host, or a remote
+//! client.
 
 use std::net::SocketAddr;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use lightwhale_tests::http::http_get_path;
@@ -76,6 +77,80 @@ fn connections_during_checkpoint_are_held() -> Result<()> {
     assert!(status["held_connections"].as_u64().unwrap_or(0) >= 3, "{status}");
     assert!(web.is_running()?, "Docker does not report the container as running");
     Ok(())
+}
+
+/// Clients that connect while a large container is restored, through
+/// Docker's NAT from the host and from a remote host, are all held and
+/// served. Docker sets up the container's NAT rules before the restored
+/// container owns its address, so without holding they would fail with "no
+/// route to host" once the host gives up resolving that address.
+#[test]
+fn connections_during_restore_are_held() -> Result<()> {
+    const CLIENTS: usize = 16;
+    let daemon = Daemon::start(&[])?;
+    let netns = Netns::create()?;
+    let public_port = free_port()?;
+    let web = Container::builder("restore-window", HTTP_COUNTER_IMAGE)
+        .managed("10m")
+        .publish_all_addresses(public_port, 8080)
+        .start()?;
+    let public = SocketAddr::from((netns.host_address(), public_port));
+    wait_for_http(public, STARTUP_TIMEOUT)?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    http_get_path(public, &format!("/alloc?mib={HELD_MIB}"))?;
+    let hits = parse_hits(&http_get(public)?)?;
+
+    daemon.cli(&["sleep", web.name()])?;
+    daemon.wait_for_state(web.name(), "asleep", STATE_TIMEOUT)?;
+
+    // The first client wakes the container; the others connect during the
+    // restore, every 100 ms, alternately from the host and the remote side.
+    let results = thread::scope(|scope| {
+        let netns = &netns;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|index| {
+                let started = unix_micros();
+                let client = scope.spawn(move || {
+                    if index % 2 == 0 {
+                        http_get(public)
+                    } else {
+                        netns.http_get(public, "/")
+                    }
+                });
+                thread::sleep(Duration::from_millis(100));
+                (started, client)
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|(started, client)| {
+                let body = client.join().map_err(|_| anyhow!("client panicked"))??;
+                Ok((started, parse_hits(&body)?))
+            })
+            .collect::<Result<Vec<(u64, u64)>>>()
+    })?;
+
+    let status = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    println!("status after the wake: {status}");
+    let mut counts: Vec<u64> = results.iter().map(|(_, count)| *count).collect();
+    counts.sort_unstable();
+    let expected: Vec<u64> = (hits + 1..=hits + CLIENTS as u64).collect();
+    assert_eq!(counts, expected, "a client was not answered once, or the counter restarted");
+
+    // Every client that connected before the restored container accepted
+    // connections went through the holder.
+    let phases = &status["last_wake_phases"];
+    let accepting_at = phases["started_unix_us"].as_u64().unwrap_or(0) + phases["accepting_us"].as_u64().unwrap_or(0);
+    let before_accepting = results.iter().filter(|(started, _)| *started < accepting_at).count() as u64;
+    println!("{before_accepting} of {CLIENTS} clients connected before the container accepted");
+    assert!(before_accepting >= 2, "the restore ended before the clients connected: {status}");
+    assert!(status["held_connections"].as_u64().unwrap_or(0) >= before_accepting, "{status}");
+    assert_eq!(status["wakes"], 1, "{status}");
+    Ok(())
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64)
 }
 
 /// Once a container is awake, new connections reach it directly: the
