@@ -20,6 +20,7 @@ pub mod http;
 pub mod netns;
 pub mod network;
 pub mod redis;
+pub mod restore_copies;
 pub mod wait;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Result;
+use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
     wait_until, SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -67,25 +68,7 @@ fn idle_container_sleeps_and_wakes() -> Result<()> {
     // containerd leaves its extracted copy of the checkpoint behind, and
     // the daemon removes it.
     wait_until("containerd's copy of the checkpoint to be removed", STATE_TIMEOUT, || {
-        Ok((restore_copies_of(web.id())? == 0).then_some(()))
+        Ok(restore_copies_of(web.id())?.is_empty().then_some(()))
     })?;
     Ok(())
-}
-
-/// Counts the `ctrd-checkpoint*` directories in /tmp whose cgroup image
-/// names container `id`.
-fn restore_copies_of(id: &str) -> Result<usize> {
-    let mut count = 0;
-    for entry in std::fs::read_dir("/tmp")? {
-        let path = entry?.path();
-        let is_copy = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("ctrd-checkpoint"));
-        if !is_copy {
-            continue;
-        }
-        let image = std::fs::read(path.join("cgroup.img")).unwrap_or_default();
-        if image.windows(id.len()).any(|window| window == id.as_bytes()) {
-            count += 1;
-        }
-    }
-    Ok(count)
 }

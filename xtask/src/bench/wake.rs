@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{command::run as run_command, free_port, parse_hits, Container, Daemon, Network, HTTP_COUNTER_IMAGE};
 use serde::Serialize;
 use serde_json::Value;
@@ -304,19 +305,19 @@ fn checkpoint_and_restore(workloads: &Workloads, docker_root: &Path, checkpoint:
 }
 
 /// Removes the copies of the container's checkpoints that containerd
-/// extracted into `/tmp/ctrd-checkpoint*` for a restore and left there.
-/// The daemon does the same for the containers it restores.
+/// extracted for a restore and left there. The daemon does the same for
+/// the containers it restores.
 fn remove_restore_copies(id: &str) {
-    let Ok(entries) = fs::read_dir("/tmp") else {
-        return;
+    let copies = match restore_copies_of(id) {
+        Ok(copies) => copies,
+        Err(error) => {
+            println!("  cannot list containerd's copies of checkpoints: {error:#}");
+            return;
+        }
     };
-    for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
-        let is_copy = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("ctrd-checkpoint"));
-        let image = fs::read(path.join("cgroup.img")).unwrap_or_default();
-        if is_copy && image.windows(id.len()).any(|window| window == id.as_bytes()) {
-            if let Err(error) = fs::remove_dir_all(&path) {
-                println!("  cannot remove {}: {error}", path.display());
-            }
+    for path in copies {
+        if let Err(error) = fs::remove_dir_all(&path) {
+            println!("  cannot remove {}: {error}", path.display());
         }
     }
 }
