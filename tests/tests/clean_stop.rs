@@ -1,5 +1,5 @@
-//! A stopped daemon leaves no eBPF programs, pins or listeners behind, and
-//! sleeping containers stay asleep.
+//! A stopped daemon leaves no eBPF programs, pins, iptables chain or
+//! listeners behind, and sleeping containers stay asleep.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -18,11 +18,15 @@ use lightwhale_tests::{
 };
 
 /// Names of the daemon's eBPF programs as the kernel reports them.
-const PROGRAM_NAMES: [&str; 3] = [
+const PROGRAM_NAMES: [&str; 4] = [
     programs::COUNT_TO_CONTAINER,
     programs::COUNT_FROM_CONTAINER,
     programs::STEER,
+    programs::NAT_BYPASS,
 ];
+
+/// The daemon's chain in iptables' nat table.
+const NAT_CHAIN: &str = "LIGHTWHALE";
 
 /// Directory of the daemon's pinned maps.
 const PIN_DIR: &str = "/sys/fs/bpf/lightwhale";
@@ -38,6 +42,8 @@ fn stop_leaves_no_traces() -> Result<()> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_http(address, STARTUP_TIMEOUT)?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
+    let nat_rules = run(Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
+    assert!(nat_rules.contains(NAT_CHAIN), "the running daemon has no {NAT_CHAIN} chain:\n{nat_rules}");
 
     let pid = daemon.pid();
     let daemon_ports = listening_ports(Some(pid))?;
@@ -73,6 +79,8 @@ fn stop_leaves_no_traces() -> Result<()> {
 
     let pins = pinned_entries()?;
     assert!(pins.is_empty(), "{PIN_DIR} still contains {pins:?}");
+    let nat_rules = run(Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
+    assert!(!nat_rules.contains(NAT_CHAIN), "the {NAT_CHAIN} chain is still there:\n{nat_rules}");
 
     let listeners = run(Command::new("ss").args(["-ltnpH"]))?;
     let owner = format!("pid={pid},");
