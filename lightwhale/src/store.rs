@@ -59,6 +59,10 @@ pub struct SleepingContainer {
     /// Restart policy suspended while it sleeps, set back when it wakes.
     #[serde(default)]
     pub restart_policy: Option<RestartPolicy>,
+    /// Directory of its checkpoint when it slept through runc (runtime
+    /// `lightwhale`); absent when Docker keeps the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runc_checkpoint_dir: Option<PathBuf>,
 }
 
 /// A state file that cannot be used.
@@ -187,6 +191,15 @@ fn parse(bytes: &[u8]) -> Result<Persisted, String> {
         if container.held_ports.iter().any(|port| port.host_port == 0 || port.container_port == 0) {
             return Err(format!("{id} has a held port 0"));
         }
+        if let Some(dir) = &container.runc_checkpoint_dir {
+            if !dir.is_absolute() || !dir.ends_with(&container.checkpoint) {
+                return Err(format!(
+                    "checkpoint directory {} of {id} is not an absolute path ending in {}",
+                    dir.display(),
+                    container.checkpoint
+                ));
+            }
+        }
     }
     Ok(state)
 }
@@ -229,6 +242,7 @@ mod tests {
             }],
             memory_freed: Some(1 << 20),
             restart_policy: None,
+            runc_checkpoint_dir: Some(PathBuf::from("/var/lib/lightwhale/checkpoints").join(ID).join("lightwhale-1")),
         }
     }
 
@@ -286,6 +300,13 @@ mod tests {
         state.sleeping.insert(ID.into(), container);
         let bytes = serde_json::to_vec(&state).unwrap();
         assert!(parse(&bytes).unwrap_err().contains("not a lightwhale checkpoint"));
+
+        let mut state = Persisted { version: VERSION, ..Default::default() };
+        let mut container = sleeping();
+        container.runc_checkpoint_dir = Some("checkpoints/lightwhale-1".into());
+        state.sleeping.insert(ID.into(), container);
+        let bytes = serde_json::to_vec(&state).unwrap();
+        assert!(parse(&bytes).unwrap_err().contains("not an absolute path"));
 
         assert!(parse(br#"{"version": 2, "sleeping": {}}"#).unwrap_err().contains("version 2"));
     }
