@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lightwhale_tests::command::{output, run};
@@ -184,6 +185,41 @@ fn runc_sleeper_survives_daemon_kill() -> Result<()> {
     println!("after the restart: {asleep}");
     assert!(dir.join("images").is_dir(), "the checkpoint is gone after the restart");
 
+    let body = http_get(address)?;
+    assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    wait_for_removal(&daemon, &web)
+}
+
+/// The daemon is killed while `runc checkpoint` runs. runc, which the kill
+/// does not reach, finishes the checkpoint, and the restarted daemon finds
+/// it in its state directory although the state file does not name it.
+#[test]
+fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
+    if !runtime_registered()? {
+        println!("skipped: dockerd has no {RUNTIME} runtime");
+        return Ok(());
+    }
+    let mut daemon = Daemon::start(&[])?;
+    // Large enough for the checkpoint to take about a second.
+    let (web, address, hits) = runc_counter(&daemon, "runc-crash", 1024, |builder| builder)?;
+
+    let mut request = daemon
+        .cli_command(&["sleep", web.name()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
+    thread::sleep(Duration::from_millis(300));
+    daemon.kill()?;
+    request.wait()?;
+    wait_until("runc checkpoint to stop the container", STATE_TIMEOUT, || Ok((!web.is_running()?).then_some(())))?;
+    let state = fs::read_to_string(daemon.state_dir().join("state.json")).unwrap_or_default();
+    println!("after the kill: state file {state:?}");
+
+    daemon.restart()?;
+    let asleep = daemon.wait_for_state(web.name(), "asleep", STATE_TIMEOUT)?;
+    println!("after the restart: {asleep}");
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
