@@ -3,9 +3,12 @@
 //!
 //! Docker keeps the checkpoints and the containers' configuration, so a
 //! daemon that lost this file still finds sleeping containers from their
-//! `lightwhale-*` checkpoints. The file adds what Docker forgets when a
-//! container stops: its former addresses and aliases, which its stand-in
-//! needs, and the ports that were published when it went to sleep.
+//! `lightwhale-*` checkpoints, or from the complete checkpoints in the
+//! state directory for containers of the `lightwhale` runtime. The file
+//! records which checkpoint each sleeping container uses. It also keeps
+//! what Docker drops when a container stops: its former addresses and
+//! aliases, which its stand-in needs, and the ports that were published
+//! when it went to sleep.
 
 use std::{
     collections::BTreeMap,
@@ -59,8 +62,9 @@ pub struct SleepingContainer {
     /// Restart policy suspended while it sleeps, set back when it wakes.
     #[serde(default)]
     pub restart_policy: Option<RestartPolicy>,
-    /// Directory of its checkpoint when it slept through runc (runtime
-    /// `lightwhale`); absent when Docker keeps the checkpoint.
+    /// Directory of its checkpoint when it slept through runc, as
+    /// containers of the `lightwhale` runtime do. It is absent when Docker
+    /// keeps the checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runc_checkpoint_dir: Option<PathBuf>,
 }
