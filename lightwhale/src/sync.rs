@@ -20,6 +20,7 @@ impl Daemon {
     /// Re-reads every container from the engine and forgets those that are
     /// gone.
     pub async fn resync(&self) -> Result<(), crate::docker::EngineError> {
+        let listed_at = std::time::SystemTime::now();
         let ids = self.engine.container_ids().await?;
         let live: HashSet<&String> = ids.iter().collect();
         let known: Vec<String> = self.registry().all().into_iter().map(|c| c.id.clone()).collect();
@@ -30,7 +31,7 @@ impl Daemon {
         // did not run, or while the event stream was broken.
         let runc = self.runc.clone();
         let live_ids = ids.clone();
-        tokio::task::spawn_blocking(move || runc.remove_orphans(&live_ids.iter().collect()));
+        tokio::task::spawn_blocking(move || runc.remove_orphans(&live_ids.iter().collect(), listed_at));
         for id in &ids {
             self.refresh(id).await;
         }

@@ -59,7 +59,7 @@ impl Checkpointing {
             return Some(format!(
                 "it uses the runtime {RUNTIME}, which the Docker engine no longer has registered: \
                  add it to dockerd (--add-runtime {RUNTIME}=/opt/lightwhale/bin/lightwhale-runc, or \
-                 \"runtimes\" in /etc/docker/daemon.json) and restart the daemon"
+                 \"runtimes\" in /etc/docker/daemon.json), then restart lightwhale"
             ));
         }
         if self.runc.is_none() {

@@ -26,6 +26,7 @@ use std::{
     io::{self, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
+    time::SystemTime,
 };
 
 use thiserror::Error;
@@ -277,9 +278,11 @@ impl RuncCheckpointer {
     }
 
     /// Removes the checkpoints of containers that no longer exist, such as
-    /// those removed while the daemon did not run. `live` holds the full ids
-    /// of every container the engine has.
-    pub fn remove_orphans(&self, live: &HashSet<&String>) {
+    /// those removed while the daemon did not run. `live` contains the full
+    /// ids of every container the engine listed at `listed_at`. Directories
+    /// changed since then may belong to a container created after the list,
+    /// so they stay.
+    pub fn remove_orphans(&self, live: &HashSet<&String>, listed_at: SystemTime) {
         let Ok(entries) = fs::read_dir(&self.root) else {
             return;
         };
@@ -287,7 +290,9 @@ impl RuncCheckpointer {
             let Ok(id) = entry.file_name().into_string() else {
                 continue;
             };
-            if !live.contains(&id) {
+            let changed = entry.metadata().and_then(|metadata| metadata.modified());
+            let is_old = changed.is_ok_and(|changed| changed < listed_at);
+            if is_old && !live.contains(&id) {
                 let freed = self.remove_all(&id);
                 debug!(id = %&id[..id.len().min(12)], freed_bytes = freed, "removed checkpoints of a removed container");
             }
@@ -418,9 +423,15 @@ mod tests {
         fs::create_dir_all(dir.join("checkpoints").join(&other)).unwrap();
 
         let live_id = ID.to_owned();
-        checkpointer.remove_orphans(&HashSet::from([&live_id]));
+        let listed_at = SystemTime::now();
+        let newer = "e".repeat(64);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::create_dir_all(dir.join("checkpoints").join(&newer)).unwrap();
+
+        checkpointer.remove_orphans(&HashSet::from([&live_id]), listed_at);
         assert!(dir.join("checkpoints").join(ID).exists());
         assert!(!dir.join("checkpoints").join(&other).exists());
+        assert!(dir.join("checkpoints").join(&newer).exists(), "a checkpoint newer than the list was removed");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
