@@ -305,11 +305,13 @@ impl Daemon {
     }
 
     /// Removes a container's checkpoints through runc in the background,
-    /// so that a large one does not delay the wake.
+    /// so that a large one does not delay the wake. Only those that exist
+    /// now are removed, so a sleep that starts meanwhile keeps its own.
     fn remove_runc_checkpoints(&self, id: String, name: String) {
         let runc = self.runc.clone();
+        let dirs = runc.checkpoint_dirs(&id);
         tokio::task::spawn_blocking(move || {
-            let freed = runc.remove_all(&id);
+            let freed = runc.remove_checkpoints(&id, &dirs);
             debug!(container = %name, id = %short(&id), freed_bytes = freed, "removed the checkpoint after the wake");
         });
     }

@@ -217,7 +217,8 @@ impl Daemon {
                 if record.runc_checkpoint.take().is_some() {
                     let runc = self.runc.clone();
                     let id = container.id.clone();
-                    tokio::task::spawn_blocking(move || runc.remove_all(&id));
+                    let dirs = runc.checkpoint_dirs(&id);
+                    tokio::task::spawn_blocking(move || runc.remove_checkpoints(&id, &dirs));
                 }
                 record.awake_since_ns = monotonic_ns();
                 if let Err(error) = self.store.forget(&container.id) {

@@ -261,6 +261,33 @@ impl RuncCheckpointer {
         }
     }
 
+    /// Lists the checkpoint directories of container `id`.
+    pub fn checkpoint_dirs(&self, id: &str) -> Vec<PathBuf> {
+        match fs::read_dir(self.root.join(id)) {
+            Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Removes the checkpoint directories `dirs` of container `id`, and the
+    /// container's directory once it is empty. A checkpoint that a new
+    /// sleep created meanwhile is not in `dirs` and stays. Returns the bytes
+    /// freed on disk.
+    pub fn remove_checkpoints(&self, id: &str, dirs: &[PathBuf]) -> u64 {
+        let mut freed = 0;
+        for dir in dirs {
+            let size = disk_usage(dir);
+            match fs::remove_dir_all(dir) {
+                Ok(()) => freed += size,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => warn!(path = %dir.display(), %error, "cannot remove a checkpoint"),
+            }
+        }
+        // Fails while another checkpoint is in it, which is expected.
+        let _ = fs::remove_dir(self.root.join(id));
+        freed
+    }
+
     /// Removes every checkpoint of container `id` and its restore marker.
     /// Returns the bytes freed on disk.
     pub fn remove_all(&self, id: &str) -> u64 {
@@ -410,8 +437,15 @@ mod tests {
         write_checkpoint(&checkpointer, "lightwhale-300", "(00.01) Dumping task 1");
         assert_eq!(checkpointer.newest_complete(ID).unwrap().name, "lightwhale-100");
 
+        let dirs = checkpointer.checkpoint_dirs(ID);
+        assert_eq!(dirs.len(), 3);
+        write_checkpoint(&checkpointer, "lightwhale-400", DUMP_FINISHED);
+        assert!(checkpointer.remove_checkpoints(ID, &dirs) > 0);
+        assert_eq!(checkpointer.newest_complete(ID).unwrap().name, "lightwhale-400", "a newer checkpoint was removed");
+
         assert!(checkpointer.remove_all(ID) > 0);
         assert_eq!(checkpointer.newest_complete(ID), None);
+        assert!(!dir.join("checkpoints").join(ID).exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
