@@ -216,8 +216,10 @@ launch_dockerd() {
   say "starting dockerd with experimental mode (log: $log_dir/dockerd.log)"
   # runc looks up criu in the PATH that dockerd passes down to it.
   # setsid: dockerd must outlive the process group of the caller.
+  # 9>&-: a restart holds the host lock on descriptor 9, and a dockerd
+  # that inherited it would keep the lock until it exits.
   PATH=$prefix/bin:$PATH setsid dockerd --experimental \
-    --add-runtime "$runtime_name=$runtime_path" >>"$log_dir/dockerd.log" 2>&1 </dev/null &
+    --add-runtime "$runtime_name=$runtime_path" >>"$log_dir/dockerd.log" 2>&1 </dev/null 9>&- &
   echo $! >"$dockerd_pid_file"
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then
