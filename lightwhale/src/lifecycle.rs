@@ -156,7 +156,14 @@ impl Daemon {
         let checkpoint = new_checkpoint_name();
         let started = Instant::now();
         info!(container = %name, id = %short_id, %checkpoint, ports = ports.len(), through_runc, "sleeping");
-        let restart_policy = container.record().info.restart_policy.clone();
+        // The record's policy can be stale: an event of the last wake may
+        // have been inspected while the policy was still suspended. The
+        // operation lock makes a fresh inspect current.
+        let restart_policy = match self.engine.inspect(&container.id).await {
+            Ok(Some(info)) => info.restart_policy,
+            _ => container.record().info.restart_policy.clone(),
+        };
+        container.record().info.restart_policy = restart_policy.clone();
         let result = match &restart_policy {
             Some(_) => self.engine.set_restart_policy(&container.id, no_restart()).await,
             None => Ok(()),
