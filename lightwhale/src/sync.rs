@@ -90,6 +90,10 @@ impl Daemon {
     /// earlier run of the daemon.
     async fn track_managed(&self, info: ContainerInfo, policy: Policy) {
         let mut runc_checkpoint = None;
+        // NOTE: checkpoints through runc of a running container, such as one
+        // whose wake finished after the daemon was killed, stay on disk
+        // until its next wake or its removal. They are not removed here
+        // because a `runc checkpoint` of a killed daemon may still write one.
         let checkpoint = if info.running {
             None
         } else if info.uses_runc_checkpoints() {

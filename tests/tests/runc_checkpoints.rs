@@ -226,6 +226,45 @@ fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
     wait_for_removal(&daemon, &web)
 }
 
+/// The daemon is killed while `docker start` restores the container
+/// through the runtime. Whether the engine finished the restore or never
+/// began it, the restarted daemon serves the container with its state.
+#[test]
+fn kill_during_runc_restore_loses_nothing() -> Result<()> {
+    if !runtime_registered()? {
+        println!("skipped: dockerd has no {RUNTIME} runtime");
+        return Ok(());
+    }
+    let mut daemon = Daemon::start(&[])?;
+    // Large enough for the restore to take about a second.
+    let (web, address, hits) = runc_counter(&daemon, "runc-crash-wake", 1024, |builder| builder)?;
+    sleep_through_runc(&daemon, &web)?;
+
+    let mut request = daemon
+        .cli_command(&["wake", web.name()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    daemon.wait_for_state(web.name(), "waking", STATE_TIMEOUT)?;
+    thread::sleep(Duration::from_millis(300));
+    daemon.kill()?;
+    request.wait()?;
+    // Let the engine finish or abandon the restore.
+    thread::sleep(Duration::from_secs(5));
+    println!("after the kill: running={}", web.is_running()?);
+
+    daemon.restart()?;
+    let status = daemon.wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
+        entry["state"] == "awake" || entry["state"] == "asleep"
+    })?;
+    println!("after the restart: {status}");
+    let body = http_get(address)?;
+    assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
+    let marker = Path::new("/run/lightwhale/restore").join(web.id());
+    assert!(!marker.exists(), "a restore marker was left behind: {}", marker.display());
+    Ok(())
+}
+
 #[test]
 fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
     if !runtime_registered()? {
