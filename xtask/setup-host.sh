@@ -14,14 +14,24 @@
 #   3. The eBPF toolchain: nightly Rust with rust-src, and bpf-linker; and
 #      cargo-fuzz for the fuzz targets.
 #   4. bpffs at /sys/fs/bpf.
-#   5. dockerd with experimental mode and the CRIU wrapper in its PATH, only
-#      when no Docker engine answers. A running engine is left as it is.
+#   5. The lightwhale runtime (/opt/lightwhale/bin/lightwhale-runc), with
+#      which containers opt in to checkpoints through runc directly.
+#   6. dockerd with experimental mode, the CRIU wrapper in its PATH and the
+#      lightwhale runtime registered, only when no Docker engine responds.
+#      A running engine is left as it is, unless this script started it
+#      and it lacks the lightwhale runtime: then it is restarted once with
+#      the runtime, which stops its containers.
 set -euo pipefail
 
 prefix=/opt/lightwhale
 criu_root=$prefix/criu
 log_dir=/var/log/lightwhale
 dockerd_pid_file=/run/lightwhale-dockerd.pid
+runtime_name=lightwhale
+runtime_path=$prefix/bin/lightwhale-runc
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Taken by test and benchmark processes while they use the engine.
+host_lock=/run/lightwhale-tests.lock
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -143,17 +153,72 @@ mount_bpffs() {
   fi
 }
 
-start_dockerd() {
-  if docker info >/dev/null 2>&1; then
+install_runtime() {
+  local source=$script_dir/../runtime/lightwhale-runc
+  if cmp -s "$source" "$runtime_path"; then
     return
   fi
+  say "installing the lightwhale runtime at $runtime_path"
+  mkdir -p "$prefix/bin"
+  install -m 755 "$source" "$runtime_path.new"
+  mv -f "$runtime_path.new" "$runtime_path"
+}
+
+runtime_registered() {
+  docker info --format '{{json .Runtimes}}' 2>/dev/null | jq -e --arg name "$runtime_name" 'has($name)' >/dev/null
+}
+
+# Prints the PID of the dockerd that this script started, if it still runs.
+own_dockerd_pid() {
+  local pid
+  pid=$(cat "$dockerd_pid_file" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && echo "$pid"
+}
+
+start_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    if runtime_registered; then
+      return
+    fi
+    local pid
+    if ! pid=$(own_dockerd_pid); then
+      say "note: the running Docker engine has no '$runtime_name' runtime, so containers cannot use"
+      say "  --runtime $runtime_name; add it under \"runtimes\" in /etc/docker/daemon.json (see README)"
+      return
+    fi
+    # Wait for test and benchmark processes, whose containers the restart
+    # would stop. The lock is released when this subshell ends.
+    (
+      flock 9
+      # Another setup may have restarted it while this one waited.
+      if runtime_registered; then
+        exit 0
+      fi
+      say "restarting dockerd (pid $pid) to register the $runtime_name runtime; its containers stop"
+      kill -TERM "$pid"
+      for _ in $(seq 1 120); do
+        [ -e "/proc/$pid" ] || break
+        sleep 0.5
+      done
+      if [ -e "/proc/$pid" ]; then
+        echo "setup: dockerd (pid $pid) did not exit within 60 s" >&2
+        exit 1
+      fi
+      launch_dockerd
+    ) 9>>"$host_lock"
+    return
+  fi
+  launch_dockerd
+}
+
+launch_dockerd() {
   mkdir -p "$log_dir"
   say "starting dockerd with experimental mode (log: $log_dir/dockerd.log)"
   # runc looks up criu in the PATH that dockerd passes down to it.
   # setsid: dockerd must outlive the process group of the caller. The
   # subshell closes every descriptor it inherited beyond stdio first: one
-  # held by the caller, such as a `flock` lock, would otherwise stay held
-  # for as long as dockerd and containerd run.
+  # held by the caller, such as the host lock that a restart holds, would
+  # otherwise stay held for as long as dockerd and containerd run.
   (
     for fd in /proc/self/fd/*; do
       fd=${fd##*/}
@@ -161,7 +226,8 @@ start_dockerd() {
         eval "exec $fd>&-"
       fi
     done
-    PATH=$prefix/bin:$PATH exec setsid dockerd --experimental >>"$log_dir/dockerd.log" 2>&1 </dev/null
+    PATH=$prefix/bin:$PATH exec setsid dockerd --experimental \
+      --add-runtime "$runtime_name=$runtime_path" >>"$log_dir/dockerd.log" 2>&1 </dev/null
   ) &
   echo $! >"$dockerd_pid_file"
   for _ in $(seq 1 60); do
@@ -178,5 +244,6 @@ install_packages
 install_criu
 install_ebpf_toolchain
 mount_bpffs
+install_runtime
 start_dockerd
 say "host ready"

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::{
     control,
     dataplane::DataPlane,
-    docker::{check_engine, Engine},
+    docker::{check_engine, runc_checkpoint::RuncCheckpointer, Engine},
     holder::{self, Holder},
     labels::Defaults,
     lifecycle::short,
@@ -53,6 +53,11 @@ pub struct Daemon {
     pub defaults: Defaults,
     /// State that must survive a restart.
     pub store: Store,
+    /// Checkpoints through runc, for containers of the `lightwhale` runtime.
+    pub runc: RuncCheckpointer,
+    /// Reason that containers of the `lightwhale` runtime cannot be managed
+    /// on this engine; `None` when they can.
+    pub runc_unusable: Option<String>,
     /// Known containers.
     registry: Mutex<Registry>,
     /// The holder's connection limit and counters.
@@ -114,7 +119,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     raise_file_limit();
     let engine = Engine::connect().await.context("cannot connect to the Docker engine")?;
-    check_engine(&engine).await?;
+    let checkpointing = check_engine(&engine).await?;
     engine
         .ensure_stand_in_image()
         .await
@@ -127,6 +132,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     let store = Store::open(&settings.state_dir)?;
+    let runc = RuncCheckpointer::new(
+        checkpointing.runc.clone().unwrap_or_else(|| PathBuf::from("runc")),
+        checkpointing.criu.clone(),
+        &settings.state_dir,
+    );
     let control_listener = control::bind(&settings.socket).await?;
     let mut data_plane = DataPlane::load()?;
     let wake_requests = data_plane
@@ -148,6 +158,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         engine,
         defaults: settings.defaults.clone(),
         store,
+        runc,
+        runc_unusable: checkpointing.runc_unusable_reason(),
         registry: Mutex::new(Registry::default()),
         holder: Holder::default(),
         data_plane: Mutex::new(Some(data_plane)),
@@ -192,6 +204,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             continue;
         }
         let checkpoint = record.checkpoint.as_deref().unwrap_or("-");
+        if let Some(runc_checkpoint) = &record.runc_checkpoint {
+            info!(
+                container = %record.info.name,
+                id = %short(&container.id),
+                %checkpoint,
+                dir = %runc_checkpoint.dir.display(),
+                "stays asleep; start lightwhale again to serve it. A `docker start` by hand \
+                 starts it without its memory state"
+            );
+            continue;
+        }
         info!(
             container = %record.info.name,
             id = %short(&container.id),

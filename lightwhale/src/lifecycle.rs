@@ -19,7 +19,11 @@ use crate::{
     connections,
     conntrack,
     daemon::Daemon,
-    docker::{engine::new_checkpoint_name, ContainerInfo, EngineError, PublishedPort},
+    docker::{
+        engine::new_checkpoint_name,
+        runc_checkpoint::{RuncCheckpoint, RuncError},
+        ContainerInfo, EngineError, PublishedPort,
+    },
     idle::retry_delay,
     registry::Container,
     state::{InvalidTransition, State, Transition},
@@ -46,6 +50,9 @@ pub enum LifecycleError {
     /// A Docker call failed.
     #[error("{0}")]
     Engine(#[from] EngineError),
+    /// A checkpoint or restore through runc failed.
+    #[error("{0}")]
+    Runc(#[from] RuncError),
     /// The eBPF maps could not be updated.
     #[error("{0}")]
     DataPlane(#[from] crate::dataplane::DataPlaneError),
@@ -98,7 +105,7 @@ impl Daemon {
         }
         let slot = managed_slot(container)?;
 
-        let (name, ports, addresses, close_in) = {
+        let (name, ports, addresses, close_in, through_runc) = {
             let mut record = container.record();
             let name = record.info.name.clone();
             if record.state != State::Awake {
@@ -114,7 +121,8 @@ impl Daemon {
             record.state = record.state.next(Transition::BeginSleep)?;
             record.held_ports = record.info.ports.clone();
             let addresses: Vec<Ipv4Addr> = record.info.endpoints.iter().filter_map(|endpoint| endpoint.ipv4).collect();
-            (name, record.held_ports.clone(), addresses, close_in)
+            let through_runc = record.info.uses_runc_checkpoints();
+            (name, record.held_ports.clone(), addresses, close_in, through_runc)
         };
         let short_id = short(&container.id);
 
@@ -149,8 +157,15 @@ impl Daemon {
 
         let checkpoint = new_checkpoint_name();
         let started = Instant::now();
-        info!(container = %name, id = %short_id, %checkpoint, ports = ports.len(), "sleeping");
-        let restart_policy = container.record().info.restart_policy.clone();
+        info!(container = %name, id = %short_id, %checkpoint, ports = ports.len(), through_runc, "sleeping");
+        // The record's policy can be stale: an event of the last wake may
+        // have been inspected while the policy was still suspended. The
+        // operation lock makes a fresh inspect current.
+        let restart_policy = match self.engine.inspect(&container.id).await {
+            Ok(Some(info)) => info.restart_policy,
+            _ => container.record().info.restart_policy.clone(),
+        };
+        container.record().info.restart_policy = restart_policy.clone();
         let result = match &restart_policy {
             Some(_) => self.engine.set_restart_policy(&container.id, no_restart()).await,
             None => Ok(()),
@@ -163,9 +178,9 @@ impl Daemon {
                 if let Some(pid) = close_in {
                     close_connections(&name, short_id, pid).await;
                 }
-                self.engine.checkpoint(&container.id, &checkpoint).await
+                self.take_checkpoint(&container.id, &checkpoint, through_runc).await
             }
-            Err(error) => Err(error),
+            Err(error) => Err(error.into()),
         };
         if result.is_err() {
             self.set_back_restart_policy(&container.id, &name, restart_policy.as_ref()).await;
@@ -183,7 +198,7 @@ impl Daemon {
             self.data_plane().release_addresses(&addresses);
         }
         let stand_in = match result {
-            Ok(()) => self.start_stand_in(container, slot).await,
+            Ok(_) => self.start_stand_in(container, slot).await,
             Err(_) => None,
         };
         let holding_mode = stand_in.as_ref().map(|_| holding::DROP_AND_WAKE);
@@ -192,7 +207,7 @@ impl Daemon {
         }
 
         match result {
-            Ok(()) => {
+            Ok(runc_checkpoint) => {
                 let sleeping = {
                     let record = container.record();
                     SleepingContainer {
@@ -202,10 +217,12 @@ impl Daemon {
                         endpoints: record.info.endpoints.clone(),
                         memory_freed: memory,
                         restart_policy: record.info.restart_policy.clone(),
+                        runc_checkpoint_dir: runc_checkpoint.as_ref().map(|checkpoint| checkpoint.dir.clone()),
                     }
                 };
                 if let Err(error) = self.store.record_sleep(&container.id, sleeping) {
-                    // Docker still has the checkpoint, from which a restarted
+                    // Docker, or the state directory for checkpoints through
+                    // runc, still has the checkpoint, from which a restarted
                     // daemon finds the container again.
                     error!(container = %name, id = %short_id, %error, "cannot record the sleep in the state file");
                 }
@@ -213,6 +230,7 @@ impl Daemon {
                     let mut record = container.record();
                     record.state = record.state.next(Transition::FinishSleep)?;
                     record.checkpoint = Some(checkpoint);
+                    record.runc_checkpoint = runc_checkpoint;
                     record.stand_in = stand_in;
                     record.sleeps += 1;
                     record.memory_freed = memory;
@@ -254,9 +272,57 @@ impl Daemon {
                 }
                 // A failed checkpoint may still have stopped the container.
                 self.refresh(&container.id).await;
-                Err(error.into())
+                Err(error)
             }
         }
+    }
+
+    /// Checkpoints a running container and stops it: through runc into the
+    /// state directory for containers of the `lightwhale` runtime, which
+    /// returns the checkpoint's files, or through Docker for the others.
+    async fn take_checkpoint(
+        &self,
+        id: &str,
+        checkpoint: &str,
+        through_runc: bool,
+    ) -> Result<Option<RuncCheckpoint>, LifecycleError> {
+        if through_runc {
+            Ok(Some(self.runc.checkpoint(id, checkpoint).await?))
+        } else {
+            self.engine.checkpoint(id, checkpoint).await?;
+            Ok(None)
+        }
+    }
+
+    /// Restores a stopped container from its checkpoint. A checkpoint taken
+    /// through runc is restored by a plain `docker start`, which the
+    /// `lightwhale` runtime turns into `runc restore` because of the marker
+    /// written first.
+    async fn restore_checkpoint(
+        &self,
+        id: &str,
+        checkpoint: &str,
+        runc_checkpoint: Option<&RuncCheckpoint>,
+    ) -> Result<(), LifecycleError> {
+        let Some(runc_checkpoint) = runc_checkpoint else {
+            return Ok(self.engine.restore(id, checkpoint).await?);
+        };
+        self.runc.prepare_restore(id, runc_checkpoint)?;
+        let result = self.engine.client().start_container(id, None).await;
+        self.runc.finish_restore(id);
+        result.map_err(|error| LifecycleError::Engine(error.into()))
+    }
+
+    /// Removes a container's checkpoints through runc in the background,
+    /// so that a large one does not delay the wake. Only those that exist
+    /// now are removed, so a sleep that starts meanwhile keeps its own.
+    fn remove_runc_checkpoints(&self, id: String, name: String) {
+        let runc = self.runc.clone();
+        let dirs = runc.checkpoint_dirs(&id);
+        tokio::task::spawn_blocking(move || {
+            let freed = runc.remove_checkpoints(&id, &dirs);
+            debug!(container = %name, id = %short(&id), freed_bytes = freed, "removed the checkpoint after the wake");
+        });
     }
 
     /// Sets a restart policy that was suspended for a sleep back, logging
@@ -297,7 +363,7 @@ impl Daemon {
         let _operation = container.operation.clone().lock_owned().await;
         let slot = managed_slot(container)?;
 
-        let (name, checkpoint, ports, policy, restart_policy) = {
+        let (name, checkpoint, runc_checkpoint, ports, policy, restart_policy) = {
             let mut record = container.record();
             let name = record.info.name.clone();
             // A wake ran while this caller waited: it shares that wake's
@@ -319,12 +385,19 @@ impl Daemon {
             record.state = record.state.next(Transition::BeginWake)?;
             record.wake_attempts += 1;
             record.last_wake_failure = None;
-            (name, checkpoint, record.held_ports.clone(), record.policy, record.info.restart_policy.clone())
+            (
+                name,
+                checkpoint,
+                record.runc_checkpoint.clone(),
+                record.held_ports.clone(),
+                record.policy,
+                record.info.restart_policy.clone(),
+            )
         };
         let short_id = short(&container.id);
         let started = Instant::now();
         let started_unix_us = unix_micros(SystemTime::now());
-        info!(container = %name, id = %short_id, %checkpoint, "waking");
+        info!(container = %name, id = %short_id, %checkpoint, through_runc = runc_checkpoint.is_some(), "waking");
 
         // New connections to the container's own addresses wait for the
         // client's next SYN from here on, and the stand-in gives the
@@ -336,7 +409,7 @@ impl Daemon {
 
         let mut cold_started = false;
         let restore_requested = started.elapsed();
-        let restore = self.engine.restore(&container.id, &checkpoint).await;
+        let restore = self.restore_checkpoint(&container.id, &checkpoint, runc_checkpoint.as_ref()).await;
         let restored = started.elapsed();
         if let Err(error) = &restore {
             error!(container = %name, id = %short_id, %checkpoint, cause = %error, "restore failed");
@@ -395,6 +468,7 @@ impl Daemon {
         {
             let mut record = container.record();
             record.state = record.state.next(Transition::FinishWake)?;
+            record.runc_checkpoint = None;
             record.awake_since_ns = monotonic_ns();
             record.wakes += 1;
             record.last_wake = Some(elapsed);
@@ -434,7 +508,14 @@ impl Daemon {
         match result {
             Ok((info, _)) => {
                 info!(container = %name, id = %short_id, elapsed_ms = elapsed.as_millis() as u64, "woke");
-                if !cold_started {
+                if runc_checkpoint.is_some() {
+                    // A checkpoint whose restore failed stays for inspection
+                    // until the next successful wake or the container's
+                    // removal.
+                    if !cold_started {
+                        self.remove_runc_checkpoints(container.id.clone(), name);
+                    }
+                } else if !cold_started {
                     self.remove_old_checkpoints(container.id.clone(), name, checkpoint);
                 }
                 Ok(info)

@@ -9,7 +9,7 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    docker::{ContainerInfo, PublishedPort},
+    docker::{runc_checkpoint::RuncCheckpoint, ContainerInfo, PublishedPort},
     labels::Policy,
     lifecycle::WakePhases,
     state::State,
@@ -45,6 +45,9 @@ pub struct Record {
     pub held_ports: Vec<PublishedPort>,
     /// Checkpoint it sleeps in, or was last restored from.
     pub checkpoint: Option<String>,
+    /// The files of the checkpoint it sleeps in when that was taken through
+    /// runc; `None` for Docker's checkpoints and once it woke.
+    pub runc_checkpoint: Option<RuncCheckpoint>,
     /// Host-side interfaces its traffic is counted on.
     pub interfaces: Vec<u32>,
     /// CLOCK_MONOTONIC time it last started or woke, or was first seen.
@@ -111,6 +114,7 @@ impl Record {
             state,
             held_ports: Vec::new(),
             checkpoint: None,
+            runc_checkpoint: None,
             interfaces: Vec::new(),
             awake_since_ns: now_ns,
             sleeps: 0,
@@ -235,6 +239,7 @@ mod tests {
             restart_policy: None,
             endpoints: Vec::new(),
             ports: Vec::new(),
+            runtime: None,
         };
         let slot = registry.allocate_slot();
         let policy = Policy {

@@ -3,9 +3,12 @@
 //!
 //! Docker keeps the checkpoints and the containers' configuration, so a
 //! daemon that lost this file still finds sleeping containers from their
-//! `lightwhale-*` checkpoints. The file adds what Docker forgets when a
-//! container stops: its former addresses and aliases, which its stand-in
-//! needs, and the ports that were published when it went to sleep.
+//! `lightwhale-*` checkpoints, or from the complete checkpoints in the
+//! state directory for containers of the `lightwhale` runtime. The file
+//! records which checkpoint each sleeping container uses. It also keeps
+//! what Docker drops when a container stops: its former addresses and
+//! aliases, which its stand-in needs, and the ports that were published
+//! when it went to sleep.
 
 use std::{
     collections::BTreeMap,
@@ -59,6 +62,11 @@ pub struct SleepingContainer {
     /// Restart policy suspended while it sleeps, set back when it wakes.
     #[serde(default)]
     pub restart_policy: Option<RestartPolicy>,
+    /// Directory of its checkpoint when it slept through runc, as
+    /// containers of the `lightwhale` runtime do. It is absent when Docker
+    /// keeps the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runc_checkpoint_dir: Option<PathBuf>,
 }
 
 /// A state file that cannot be used.
@@ -187,6 +195,15 @@ fn parse(bytes: &[u8]) -> Result<Persisted, String> {
         if container.held_ports.iter().any(|port| port.host_port == 0 || port.container_port == 0) {
             return Err(format!("{id} has a held port 0"));
         }
+        if let Some(dir) = &container.runc_checkpoint_dir {
+            if !dir.is_absolute() || !dir.ends_with(&container.checkpoint) {
+                return Err(format!(
+                    "checkpoint directory {} of {id} is not an absolute path ending in {}",
+                    dir.display(),
+                    container.checkpoint
+                ));
+            }
+        }
     }
     Ok(state)
 }
@@ -229,6 +246,7 @@ mod tests {
             }],
             memory_freed: Some(1 << 20),
             restart_policy: None,
+            runc_checkpoint_dir: Some(PathBuf::from("/var/lib/lightwhale/checkpoints").join(ID).join("lightwhale-1")),
         }
     }
 
@@ -286,6 +304,13 @@ mod tests {
         state.sleeping.insert(ID.into(), container);
         let bytes = serde_json::to_vec(&state).unwrap();
         assert!(parse(&bytes).unwrap_err().contains("not a lightwhale checkpoint"));
+
+        let mut state = Persisted { version: VERSION, ..Default::default() };
+        let mut container = sleeping();
+        container.runc_checkpoint_dir = Some("checkpoints/lightwhale-1".into());
+        state.sleeping.insert(ID.into(), container);
+        let bytes = serde_json::to_vec(&state).unwrap();
+        assert!(parse(&bytes).unwrap_err().contains("not an absolute path"));
 
         assert!(parse(br#"{"version": 2, "sleeping": {}}"#).unwrap_err().contains("version 2"));
     }

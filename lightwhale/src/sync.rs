@@ -8,7 +8,7 @@ use crate::{
     clock::monotonic_ns,
     connections,
     daemon::Daemon,
-    docker::{ContainerInfo, PublishedPort},
+    docker::{runc_checkpoint::RuncCheckpoint, ContainerInfo, PublishedPort},
     idle,
     labels::{self, Management, Policy},
     lifecycle::short,
@@ -20,12 +20,18 @@ impl Daemon {
     /// Re-reads every container from the engine and forgets those that are
     /// gone.
     pub async fn resync(&self) -> Result<(), crate::docker::EngineError> {
+        let listed_at = std::time::SystemTime::now();
         let ids = self.engine.container_ids().await?;
         let live: HashSet<&String> = ids.iter().collect();
         let known: Vec<String> = self.registry().all().into_iter().map(|c| c.id.clone()).collect();
         for id in known.iter().filter(|id| !live.contains(id)) {
             self.forget(id).await;
         }
+        // Checkpoints through runc of containers removed while the daemon
+        // did not run, or while the event stream was broken.
+        let runc = self.runc.clone();
+        let live_ids = ids.clone();
+        tokio::task::spawn_blocking(move || runc.remove_orphans(&live_ids.iter().collect(), listed_at));
         for id in &ids {
             self.refresh(id).await;
         }
@@ -38,6 +44,9 @@ impl Daemon {
             Ok(Some(info)) => info,
             Ok(None) => {
                 self.forget(id).await;
+                let runc = self.runc.clone();
+                let id = id.to_owned();
+                tokio::task::spawn_blocking(move || runc.remove_all(&id));
                 return;
             }
             Err(error) => {
@@ -64,6 +73,10 @@ impl Daemon {
             self.track_unmanageable(info, reason);
             return;
         }
+        if let Some(reason) = self.runc_unusable.clone().filter(|_| info.uses_runc_checkpoints()) {
+            self.track_unmanageable(info, reason);
+            return;
+        }
 
         let existing = self.registry().get(id);
         match existing {
@@ -76,8 +89,16 @@ impl Daemon {
     /// has a lightwhale checkpoint is asleep: it was put to sleep by an
     /// earlier run of the daemon.
     async fn track_managed(&self, info: ContainerInfo, policy: Policy) {
+        let mut runc_checkpoint = None;
+        // NOTE: checkpoints through runc of a running container, such as one
+        // whose wake finished after the daemon was killed, stay on disk
+        // until its next wake or its removal. They are not removed here
+        // because a `runc checkpoint` of a killed daemon may still write one.
         let checkpoint = if info.running {
             None
+        } else if info.uses_runc_checkpoints() {
+            runc_checkpoint = self.find_runc_checkpoint(&info.id);
+            runc_checkpoint.as_ref().map(|checkpoint| checkpoint.name.clone())
         } else {
             match self.engine.lightwhale_checkpoints(&info.id).await {
                 Ok(checkpoints) => checkpoints.last().cloned(),
@@ -130,6 +151,7 @@ impl Daemon {
         record.interfaces = interfaces;
         record.checkpoint = checkpoint;
         if state == State::Asleep {
+            record.runc_checkpoint = runc_checkpoint;
             record.held_ports = held_ports;
             record.memory_freed = saved.as_ref().and_then(|saved| saved.memory_freed);
         }
@@ -145,6 +167,25 @@ impl Daemon {
 
         if saved.is_some() {
             self.restore_stand_in(&container, slot).await;
+        }
+    }
+
+    /// Finds the checkpoint through runc that a stopped container sleeps
+    /// in: the one the state file names, or else the newest complete one
+    /// in the state directory, such as one whose `runc checkpoint` finished
+    /// after the daemon was killed.
+    fn find_runc_checkpoint(&self, id: &str) -> Option<RuncCheckpoint> {
+        let saved = self.store.sleeping(id).and_then(|saved| {
+            let dir = saved.runc_checkpoint_dir?;
+            Some(RuncCheckpoint { name: saved.checkpoint, dir })
+        });
+        match saved {
+            Some(checkpoint) if checkpoint.images().is_dir() => Some(checkpoint),
+            Some(checkpoint) => {
+                warn!(id = %short(id), dir = %checkpoint.dir.display(), "the checkpoint named in the state file is missing");
+                self.runc.newest_complete(id)
+            }
+            None => self.runc.newest_complete(id),
         }
     }
 
@@ -175,6 +216,14 @@ impl Daemon {
                 let held = std::mem::take(&mut record.held_ports);
                 self.data_plane().release_ports(&held);
                 record.checkpoint = None;
+                // It runs without its memory state, so its checkpoint through
+                // runc, if any, is of no more use.
+                if record.runc_checkpoint.take().is_some() {
+                    let runc = self.runc.clone();
+                    let id = container.id.clone();
+                    let dirs = runc.checkpoint_dirs(&id);
+                    tokio::task::spawn_blocking(move || runc.remove_checkpoints(&id, &dirs));
+                }
                 record.awake_since_ns = monotonic_ns();
                 if let Err(error) = self.store.forget(&container.id) {
                     warn!(container = %info.name, %error, "cannot update the state file");

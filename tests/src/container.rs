@@ -53,6 +53,14 @@ impl ContainerBuilder {
         self
     }
 
+    /// Runs the container with the OCI runtime registered in dockerd under
+    /// `name`, such as `lightwhale`.
+    pub fn runtime(mut self, name: &str) -> Self {
+        self.options.push("--runtime".into());
+        self.options.push(name.to_string());
+        self
+    }
+
     /// Adds a raw `docker run` option, such as `--network=host` or `--rm`.
     pub fn option(mut self, option: &str) -> Self {
         self.options.push(option.to_string());
@@ -98,6 +106,7 @@ impl ContainerBuilder {
         Ok(Container {
             name: self.name,
             id,
+            removed: false,
         })
     }
 }
@@ -107,6 +116,8 @@ impl ContainerBuilder {
 pub struct Container {
     name: String,
     id: String,
+    /// Set once [`Container::remove`] removed it, so drop does not try again.
+    removed: bool,
 }
 
 impl Container {
@@ -156,6 +167,14 @@ impl Container {
             .collect())
     }
 
+    /// Removes the container with `docker rm --force` now, as a user would,
+    /// rather than on drop.
+    pub fn remove(&mut self) -> Result<()> {
+        run(Command::new("docker").args(["rm", "--force", &self.id]))?;
+        self.removed = true;
+        Ok(())
+    }
+
     /// Returns the container's standard output and error so far.
     pub fn logs(&self) -> Result<String> {
         let output = crate::command::output(Command::new("docker").args(["logs", &self.id]))?;
@@ -169,6 +188,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
         if let Err(err) = run(Command::new("docker").args(["rm", "--force", &self.id])) {
             eprintln!("failed to remove container {}: {err:#}", self.name);
         }

@@ -94,7 +94,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
-            .arg(self.work_dir.join("state"))
+            .arg(self.state_dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -114,6 +114,11 @@ impl Daemon {
         );
         *self.child.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
         self.wait_until_ready()
+    }
+
+    /// Returns the daemon's state directory, which survives restarts.
+    pub fn state_dir(&self) -> PathBuf {
+        self.work_dir.join("state")
     }
 
     /// Kills the daemon with SIGKILL, as a crash would, and waits for it.

@@ -41,6 +41,9 @@ pub struct ContainerInfo {
     /// Its published ports. While the container runs these are the ports
     /// Docker bound; while it is stopped, the configured bindings.
     pub ports: Vec<PublishedPort>,
+    /// `HostConfig.Runtime`, the OCI runtime it was created with, such as
+    /// `runc` or `lightwhale`.
+    pub runtime: Option<String>,
 }
 
 /// Network mode of a container, from `HostConfig.NetworkMode`.
@@ -105,6 +108,7 @@ impl ContainerInfo {
         let host_config = response.host_config.unwrap_or_default();
         let network_mode = NetworkMode::parse(host_config.network_mode.as_deref().unwrap_or("default"));
         let auto_remove = host_config.auto_remove.unwrap_or(false);
+        let runtime = host_config.runtime.clone().filter(|runtime| !runtime.is_empty());
         let restart_policy = host_config.restart_policy.clone().filter(|policy| {
             !matches!(policy.name, None | Some(RestartPolicyNameEnum::EMPTY) | Some(RestartPolicyNameEnum::NO))
         });
@@ -143,6 +147,7 @@ impl ContainerInfo {
             restart_policy,
             endpoints,
             ports,
+            runtime,
         })
     }
 
@@ -161,6 +166,12 @@ impl ContainerInfo {
     /// the IPv4 address on the first network, by name, that has one.
     pub fn forward_address(&self) -> Option<Ipv4Addr> {
         self.endpoints.iter().find_map(|endpoint| endpoint.ipv4)
+    }
+
+    /// Returns whether the container was created with `--runtime
+    /// lightwhale`, so that it sleeps and wakes through runc directly.
+    pub fn uses_runc_checkpoints(&self) -> bool {
+        self.runtime.as_deref() == Some(super::runc_checkpoint::RUNTIME)
     }
 
     /// Returns why lightwhale cannot manage this container, if it cannot.

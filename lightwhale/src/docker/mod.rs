@@ -7,8 +7,9 @@ mod inventory;
 mod preflight;
 mod restore;
 mod restore_copies;
+pub mod runc_checkpoint;
 pub mod stand_in;
 
 pub use engine::{Engine, EngineError};
 pub use inventory::{ContainerInfo, Endpoint, NetworkMode, PublishedPort, STAND_IN_LABEL};
-pub use preflight::check_engine;
+pub use preflight::{check_engine, Checkpointing};

@@ -1,6 +1,7 @@
 //! Checks, before the daemon starts, that the Docker engine can checkpoint
-//! and restore containers. Lightwhale never changes the engine's
-//! configuration itself: its errors name what is missing and how to fix it.
+//! and restore containers, and whether containers can use the `lightwhale`
+//! runtime. Lightwhale never changes the engine's configuration itself: its
+//! errors and warnings name what is missing and how to fix it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use thiserror::Error;
 use tokio::process::Command;
 use tracing::{info, warn};
 
-use super::Engine;
+use super::{runc_checkpoint::RUNTIME, Engine};
 
 /// Reason the engine cannot be used.
 #[derive(Debug, Error)]
@@ -37,18 +38,70 @@ pub enum PreflightError {
 /// before 4.2 reads when it dumps a TCP listener.
 const KERNEL_NEEDING_CRIU_4_2: (u32, u32) = (6, 16);
 
-/// Checks experimental mode and the CRIU that runc will run.
-pub async fn check_engine(engine: &Engine) -> Result<(), PreflightError> {
+/// Facts about the engine that checkpoints through runc depend on, found
+/// by [`check_engine`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpointing {
+    /// The runc binary in dockerd's `PATH`, which checkpoints containers of
+    /// the `lightwhale` runtime; `None` when dockerd or runc was not found.
+    pub runc: Option<PathBuf>,
+    /// The CRIU binary in dockerd's `PATH`.
+    pub criu: Option<PathBuf>,
+    /// Whether dockerd has the `lightwhale` runtime registered.
+    pub runtime_registered: bool,
+}
+
+impl Checkpointing {
+    /// Returns why a container of the `lightwhale` runtime cannot sleep
+    /// through runc, or `None` when it can.
+    pub fn runc_unusable_reason(&self) -> Option<String> {
+        if !self.runtime_registered {
+            return Some(format!(
+                "it uses the runtime {RUNTIME}, which the Docker engine no longer has registered: \
+                 add it to dockerd (--add-runtime {RUNTIME}=/opt/lightwhale/bin/lightwhale-runc, or \
+                 \"runtimes\" in /etc/docker/daemon.json), then restart lightwhale"
+            ));
+        }
+        if self.runc.is_none() {
+            return Some(format!(
+                "it uses the runtime {RUNTIME}, whose checkpoints need runc in dockerd's PATH, \
+                 and lightwhale found no local dockerd with runc"
+            ));
+        }
+        None
+    }
+}
+
+/// Checks experimental mode and the CRIU that runc will run, and finds
+/// what checkpoints through runc need.
+pub async fn check_engine(engine: &Engine) -> Result<Checkpointing, PreflightError> {
     let info = engine.client().info().await.map_err(super::EngineError::from)?;
     if info.experimental_build != Some(true) {
         return Err(PreflightError::NotExperimental);
     }
+    let mut checkpointing = Checkpointing {
+        runtime_registered: info.runtimes.as_ref().is_some_and(|runtimes| runtimes.contains_key(RUNTIME)),
+        ..Default::default()
+    };
+    if let Some(runtime) = info.runtimes.as_ref().and_then(|runtimes| runtimes.get(RUNTIME)) {
+        let path = runtime.path.clone().unwrap_or_default();
+        if !Path::new(&path).is_file() {
+            warn!(runtime = RUNTIME, %path, "the runtime's executable does not exist, so its containers cannot start");
+        }
+    } else {
+        info!(
+            runtime = RUNTIME,
+            "the Docker engine has no lightwhale runtime, so containers sleep through docker checkpoint; \
+             register it to make sleep and wake faster (see README)"
+        );
+    }
 
     let Some(dockerd_pid) = find_dockerd() else {
         warn!("dockerd not found among local processes; cannot check which criu runc uses");
-        return Ok(());
+        return Ok(checkpointing);
     };
     let path = process_path(dockerd_pid).unwrap_or_default();
+    checkpointing.runc = find_in_path("runc", &path);
     let Some(criu) = find_in_path("criu", &path) else {
         return Err(PreflightError::CriuMissing { path });
     };
@@ -78,8 +131,15 @@ pub async fn check_engine(engine: &Engine) -> Result<(), PreflightError> {
         reason: format!("`criu check` failed: {reason}"),
     })?;
 
-    info!(criu = %criu_name, version = %format!("{}.{}", version.0, version.1), "checkpoint support ready");
-    Ok(())
+    info!(
+        criu = %criu_name,
+        version = %format!("{}.{}", version.0, version.1),
+        runc = ?checkpointing.runc,
+        lightwhale_runtime = checkpointing.runtime_registered,
+        "checkpoint support ready"
+    );
+    checkpointing.criu = Some(criu);
+    Ok(checkpointing)
 }
 
 /// Returns dockerd's PID from its pid file, or by looking for its process.

@@ -48,6 +48,10 @@ pub struct Options {
     /// Directory for results.json, results.md and wake.svg.
     #[arg(long, default_value = "target/bench")]
     output: PathBuf,
+    /// OCI runtime of the managed wake workload, such as `lightwhale` to
+    /// measure checkpoints through runc. Unset, Docker's default runtime.
+    #[arg(long)]
+    runtime: Option<String>,
 }
 
 /// A part of the benchmark that can run on its own.
@@ -80,6 +84,8 @@ pub struct Bench {
     pub load_seconds: u64,
     /// Managed containers for the footprint measurement.
     pub containers: usize,
+    /// OCI runtime of the managed wake workload; `None` for Docker's default.
+    pub runtime: Option<String>,
 }
 
 /// Everything one benchmark run measured.
@@ -108,6 +114,7 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         sizes_mib: options.sizes.clone(),
         load_seconds: options.load_seconds,
         containers: options.containers as usize,
+        runtime: options.runtime.clone(),
     };
     let output = root.join(&options.output);
     fs::create_dir_all(&output).with_context(|| format!("failed to create {}", output.display()))?;

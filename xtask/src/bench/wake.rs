@@ -143,7 +143,7 @@ pub fn run(bench: &Bench) -> Result<Results> {
     let mut results = Results { sizes: Vec::new() };
     for &size_mib in &bench.sizes_mib {
         println!("wake: {size_mib} MiB, {} runs", bench.runs);
-        let workloads = start_workloads(&daemon, &network, size_mib)?;
+        let workloads = start_workloads(&daemon, &network, size_mib, bench.runtime.as_deref())?;
         let mut size = SizeResults {
             size_mib,
             lightwhale: Vec::new(),
@@ -183,15 +183,19 @@ pub fn run(bench: &Bench) -> Result<Results> {
 }
 
 /// Starts a managed and an unmanaged http-counter that each hold
-/// `size_mib` of resident memory.
-fn start_workloads(daemon: &Daemon, network: &Network, size_mib: u64) -> Result<Workloads> {
+/// `size_mib` of resident memory. The managed one runs under `runtime`
+/// when it is set.
+fn start_workloads(daemon: &Daemon, network: &Network, size_mib: u64, runtime: Option<&str>) -> Result<Workloads> {
     let managed_port = free_port()?;
     let plain_port = free_port()?;
-    let managed = Container::builder(&format!("bench-lw-{size_mib}"), HTTP_COUNTER_IMAGE)
+    let mut managed = Container::builder(&format!("bench-lw-{size_mib}"), HTTP_COUNTER_IMAGE)
         .managed("1h")
         .network(network)
-        .publish("127.0.0.1", managed_port, PORT)
-        .start()?;
+        .publish("127.0.0.1", managed_port, PORT);
+    if let Some(runtime) = runtime {
+        managed = managed.runtime(runtime);
+    }
+    let managed = managed.start()?;
     let plain = Container::builder(&format!("bench-plain-{size_mib}"), HTTP_COUNTER_IMAGE)
         .network(network)
         .publish("127.0.0.1", plain_port, PORT)
