@@ -42,7 +42,7 @@ mod tests {
 
     #[test]
     fn idle_counts_from_wake_when_no_packet_since() {
-        assert_eq!(idle_for(10 * SECOND, 1 * SECOND, 8 * SECOND), Duration::from_secs(2));
+        assert_eq!(idle_for(10 * SECOND, SECOND, 8 * SECOND), Duration::from_secs(2));
         assert_eq!(idle_for(10 * SECOND, 0, 8 * SECOND), Duration::from_secs(2));
     }
 
