@@ -5,7 +5,6 @@
 //! damaged checkpoint follows `lightwhale.on-restore-failure`, and the
 //! checkpoint's files go away after the wake and with the container.
 
-use std::collections::HashSet;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::http::{curl_args, http_get_path};
+use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, wait_until, Container, ContainerBuilder, Daemon, Network,
     HTTP_COUNTER_IMAGE, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -28,10 +28,15 @@ const RUNTIME: &str = "lightwhale";
 const HELD_MIB: u32 = 256;
 
 /// Returns whether dockerd has the `lightwhale` runtime registered, so that
-/// the tests can skip with a reason on an engine without it.
+/// the tests can skip with a reason on an engine without it. In CI, whose
+/// setup registers it, a missing runtime is an error.
 fn runtime_registered() -> Result<bool> {
     let runtimes = run(Command::new("docker").args(["info", "--format", "{{json .Runtimes}}"]))?;
-    Ok(runtimes.contains(&format!("\"{RUNTIME}\"")))
+    let registered = runtimes.contains(&format!("\"{RUNTIME}\""));
+    if !registered && std::env::var("CI").is_ok_and(|value| value == "true") {
+        bail!("dockerd has no {RUNTIME} runtime, which the setup registers: {runtimes}");
+    }
+    Ok(registered)
 }
 
 /// Starts a managed counter of the `lightwhale` runtime that allocates
@@ -83,18 +88,6 @@ fn wait_for_removal(daemon: &Daemon, web: &Container) -> Result<()> {
     wait_until(&format!("{} to be removed", dir.display()), STATE_TIMEOUT, || Ok((!dir.exists()).then_some(())))
 }
 
-/// Lists containerd's `ctrd-checkpoint*` copies of restored checkpoints.
-fn containerd_copies() -> Result<HashSet<PathBuf>> {
-    let mut copies = HashSet::new();
-    for entry in fs::read_dir("/tmp")? {
-        let path = entry?.path();
-        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("ctrd-checkpoint")) {
-            copies.insert(path);
-        }
-    }
-    Ok(copies)
-}
-
 /// Overwrites every CRIU image of a checkpoint and returns how many.
 fn damage_images(dir: &Path) -> Result<usize> {
     let images = dir.join("images");
@@ -136,7 +129,6 @@ fn runc_sleep_and_wake_keep_state() -> Result<()> {
         let state = fs::read_to_string(daemon.state_dir().join("state.json"))?;
         assert!(state.contains(&dir.display().to_string()), "the state file does not name {}: {state}", dir.display());
 
-        let copies_before = containerd_copies()?;
         let started = Instant::now();
         let body = http_get(address)?;
         println!("cycle {cycle}: wake to first byte {:?}", started.elapsed());
@@ -149,8 +141,8 @@ fn runc_sleep_and_wake_keep_state() -> Result<()> {
         assert!(awake["last_wake_phases"]["restored_us"].is_u64(), "{awake}");
         assert!(awake["last_error"].is_null(), "{awake}");
         wait_for_removal(&daemon, &web)?;
-        let new_copies: Vec<PathBuf> = containerd_copies()?.difference(&copies_before).cloned().collect();
-        assert!(new_copies.is_empty(), "containerd copied the checkpoint: {new_copies:?}");
+        let copies = restore_copies_of(web.id())?;
+        assert!(copies.is_empty(), "containerd copied the checkpoint: {copies:?}");
     }
 
     // Docker manages the restored container as any other.
@@ -316,4 +308,53 @@ fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
     // Removing the sleeping container removes its checkpoint.
     web.remove()?;
     wait_for_removal(&daemon, &web)
+}
+
+/// Host clients that connect to a sleeping container's own address while
+/// it wakes are all served. The restore through runc gives the container
+/// its address back within a second. Through Docker's checkpoints, a
+/// 256 MiB restore leaves the address without an owner for about 4 s, and
+/// such clients fail with "no route to host".
+#[test]
+fn runc_wake_serves_clients_of_its_address() -> Result<()> {
+    const CLIENTS: usize = 16;
+    if !runtime_registered()? {
+        println!("skipped: dockerd has no {RUNTIME} runtime");
+        return Ok(());
+    }
+    // Dropped last, after the daemon removed the stand-in.
+    let network = Network::create_with_subnet("runc-address", "10.231.12.0/24")?;
+    let daemon = Daemon::start(&[])?;
+    let (web, _, hits) = runc_counter(&daemon, "runc-address", HELD_MIB, |builder| builder.network(&network))?;
+    let template = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name());
+    let target = SocketAddr::new(web.inspect(&template)?.trim().parse()?, 8080);
+    sleep_through_runc(&daemon, &web)?;
+
+    // The first client wakes the container; the others connect every
+    // 100 ms during the wake.
+    let counts = thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let client = scope.spawn(move || http_get(target));
+                thread::sleep(Duration::from_millis(100));
+                client
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|client| {
+                let body = client.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+                parse_hits(&body)
+            })
+            .collect::<Result<Vec<u64>>>()
+    })?;
+    let awake = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    println!("awake: {awake}");
+
+    let mut counts = counts;
+    counts.sort_unstable();
+    let expected: Vec<u64> = (hits + 1..=hits + CLIENTS as u64).collect();
+    assert_eq!(counts, expected, "a client was not served once, or the counter restarted");
+    assert_eq!(awake["wakes"], 1, "{awake}");
+    Ok(())
 }
