@@ -15,6 +15,7 @@ pub mod idle;
 pub mod labels;
 pub mod lifecycle;
 pub mod nat_bypass;
+pub mod neighbour;
 pub mod registry;
 pub mod state;
 pub mod status;

@@ -25,6 +25,7 @@ use crate::{
         ContainerInfo, EngineError, PublishedPort,
     },
     idle::retry_delay,
+    neighbour,
     registry::Container,
     state::{InvalidTransition, State, Transition},
     store::SleepingContainer,
@@ -551,6 +552,13 @@ impl Daemon {
             return Err(LifecycleError::Gone(format!("{name} exited right after its restore")));
         }
         let interfaces = self.attach_interfaces(&info, slot, &[]);
+        // In the background: the check below does not wait for it unless
+        // the host is still resolving the address.
+        for endpoint in &info.endpoints {
+            if let (Some(address), Some(mac)) = (endpoint.ipv4, endpoint.mac.clone()) {
+                tokio::spawn(async move { neighbour::set(address, &mac).await });
+            }
+        }
         let address = info
             .forward_address()
             .ok_or_else(|| LifecycleError::Gone(format!("{name} has no IPv4 address after its restore")))?;
