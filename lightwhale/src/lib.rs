@@ -16,6 +16,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod nat_bypass;
 pub mod neighbour;
+pub mod private_file;
 pub mod registry;
 pub mod state;
 pub mod status;

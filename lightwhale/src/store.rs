@@ -12,9 +12,9 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File, OpenOptions},
-    io::{self, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    fs::{self, File},
+    io,
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
     sync::Mutex,
     time::SystemTime,
@@ -23,6 +23,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{error, info};
+
+use crate::private_file;
 
 use bollard::models::RestartPolicy;
 
@@ -162,16 +164,7 @@ impl Store {
             source: io::Error::other(error),
         })?;
 
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(io_error(&temporary))?;
-        file.write_all(&bytes).map_err(io_error(&temporary))?;
-        file.sync_all().map_err(io_error(&temporary))?;
-        fs::rename(&temporary, &self.path).map_err(io_error(&self.path))?;
+        private_file::replace(&self.path, &temporary, &bytes).map_err(|(path, source)| StoreError::Io { path, source })?;
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|dir| dir.sync_all()).map_err(io_error(dir))?;
         }

@@ -22,9 +22,9 @@
 
 use std::{
     collections::HashSet,
-    fs::{self, OpenOptions},
-    io::{self, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    fs,
+    io,
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -34,6 +34,7 @@ use tokio::process::Command;
 use tracing::{debug, warn};
 
 use super::engine::CHECKPOINT_PREFIX;
+use crate::private_file;
 
 /// Name of the runtime that containers opt in with, as registered in
 /// dockerd.
@@ -234,19 +235,7 @@ impl RuncCheckpointer {
         }
         let marker = self.markers.join(id);
         let temporary = self.markers.join(format!(".{id}.tmp"));
-        let io_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RuncError::Io { path, source }
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(io_error(&temporary))?;
-        file.write_all(content.as_bytes()).map_err(io_error(&temporary))?;
-        fs::rename(&temporary, &marker).map_err(io_error(&marker))?;
+        private_file::replace(&marker, &temporary, content.as_bytes()).map_err(|(path, source)| RuncError::Io { path, source })?;
         Ok(())
     }
 
