@@ -286,7 +286,11 @@ async fn follow_events(daemon: Arc<Daemon>) {
             match event {
                 Some(Ok(event)) => {
                     retry = Duration::from_millis(500);
+                    let signalled = event.action.as_deref() == Some("kill");
                     if let Some(id) = event.actor.and_then(|actor| actor.id) {
+                        if signalled {
+                            daemon.hold_off_sleep(&id);
+                        }
                         daemon.refresh(&id).await;
                     }
                 }

@@ -1,6 +1,6 @@
 //! Keeping the registry in step with what the Docker engine reports.
 
-use std::{collections::HashSet, net::SocketAddrV4, sync::Arc};
+use std::{collections::HashSet, net::SocketAddrV4, sync::Arc, time::Duration};
 
 use tracing::{debug, info, warn};
 
@@ -15,6 +15,13 @@ use crate::{
     registry::{Container, Record},
     state::{State, Transition},
 };
+
+/// How long a container that received a signal stays awake: longer than
+/// the 10 s that `docker stop` waits by default before SIGKILL, and than
+/// the grace periods that most services set.
+// NOTE: a container whose `docker stop -t` is longer than this can still
+// be checkpointed while it shuts down.
+const SIGNALLED_HOLD_OFF: Duration = Duration::from_secs(120);
 
 impl Daemon {
     /// Re-reads every container from the engine and forgets those that are
@@ -288,6 +295,20 @@ impl Daemon {
             }
             data_plane.remove_container(slot);
         }
+    }
+
+    /// Keeps container `id` awake for [`SIGNALLED_HOLD_OFF`] after a client
+    /// sent it a signal. `docker stop` sends SIGTERM and waits for the
+    /// process to exit. A checkpoint in that wait would turn the user's stop
+    /// into a sleep, which the next connection would undo.
+    pub fn hold_off_sleep(&self, id: &str) {
+        let Some(container) = self.registry().get(id) else {
+            return;
+        };
+        let mut record = container.record();
+        let until = monotonic_ns() + SIGNALLED_HOLD_OFF.as_nanos() as u64;
+        record.next_sleep_attempt_ns = record.next_sleep_attempt_ns.max(until);
+        debug!(container = %record.info.name, id = %short(id), "signalled; no sleep for a while");
     }
 
     /// Returns the awake containers that have been idle for their timeout

@@ -2,10 +2,12 @@
 //! from.
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use lightwhale_tests::command::run;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
     SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -90,5 +92,38 @@ fn cli_timeout_applies_without_label() -> Result<()> {
     let body = http_get(address)?;
     println!("wake as seen by the client: {:?}", started.elapsed());
     assert_eq!(parse_hits(&body)?, hits + 1, "counter did not continue");
+    Ok(())
+}
+
+/// A `docker stop` that waits out its grace period while the idle timeout
+/// passes ends with the container stopped, not asleep. The http-counter
+/// runs as PID 1 without a SIGTERM handler, so the kernel ignores SIGTERM,
+/// and Docker kills it after the grace period.
+#[test]
+fn user_stop_during_idle_timeout_stops() -> Result<()> {
+    let daemon = Daemon::start(&[])?;
+    let port = free_port()?;
+    let web = Container::builder("user-stop", HTTP_COUNTER_IMAGE)
+        .managed("3s")
+        .publish("127.0.0.1", port, 8080)
+        .start()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_http(address, STARTUP_TIMEOUT)?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+
+    let started = Instant::now();
+    run(Command::new("docker").args(["stop", web.id()]))?;
+    println!("docker stop returned after {:?}", started.elapsed());
+    let status = daemon.wait_for_state(web.name(), "stopped", STATE_TIMEOUT)?;
+    println!("status: {status}");
+    assert_eq!(status["sleeps"], 0, "the container was checkpointed during the stop: {status}");
+    assert!(!web.is_running()?, "the container runs after docker stop");
+    assert!(web.checkpoints()?.is_empty(), "the container has a checkpoint");
+
+    // The daemon no longer steers its port, so a client is refused and
+    // nothing wakes it.
+    assert!(http_get(address).is_err(), "a stopped container's port was answered");
+    thread::sleep(Duration::from_secs(2));
+    assert!(!web.is_running()?, "a connection started the stopped container");
     Ok(())
 }

@@ -97,13 +97,13 @@ impl Engine {
         }
     }
 
-    /// Follows container events: start, die, destroy and rename.
+    /// Follows container events: start, die, destroy, rename and kill.
     pub fn container_events(&self) -> impl Stream<Item = Result<EventMessage, BollardError>> + use<> {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             (
                 "event".to_owned(),
-                vec!["start".into(), "die".into(), "destroy".into(), "rename".into()],
+                vec!["start".into(), "die".into(), "destroy".into(), "rename".into(), "kill".into()],
             ),
         ]);
         let options = EventsOptions {
