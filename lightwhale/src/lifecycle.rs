@@ -22,6 +22,7 @@ use crate::{
     docker::{
         engine::new_checkpoint_name,
         runc_checkpoint::{RuncCheckpoint, RuncError},
+        stand_in,
         ContainerInfo, EngineError, PublishedPort,
     },
     idle::retry_delay,
@@ -485,7 +486,9 @@ impl Daemon {
                 }
                 for endpoint in &record.info.endpoints {
                     let now = info.0.endpoints.iter().find(|new| new.network == endpoint.network).and_then(|new| new.ipv4);
-                    if endpoint.ipv4.is_some() && now != endpoint.ipv4 {
+                    // No stand-in keeps an address on Docker's default
+                    // network, so a new one there is expected.
+                    if endpoint.ipv4.is_some() && now != endpoint.ipv4 && endpoint.network != stand_in::DEFAULT_BRIDGE {
                         warn!(
                             container = %name,
                             network = %endpoint.network,

@@ -34,7 +34,7 @@ pub const IMAGE: &str = concat!("lightwhale/stand-in:", env!("CARGO_PKG_VERSION"
 static PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
 
 /// Name of Docker's default bridge network.
-const DEFAULT_BRIDGE: &str = "bridge";
+pub const DEFAULT_BRIDGE: &str = "bridge";
 
 /// Part of Docker's error message when an address is requested on a
 /// network whose subnet it chose itself.
