@@ -73,6 +73,10 @@ pub struct Record {
     pub sleep_failures: u32,
     /// CLOCK_MONOTONIC time before which no new checkpoint is tried.
     pub next_sleep_attempt_ns: u64,
+    /// The process that last received a signal, and the CLOCK_MONOTONIC
+    /// time until which it is not checkpointed. A new process, after a
+    /// restart, is not affected.
+    pub signalled: Option<(u32, u64)>,
     /// The last error of a checkpoint or restore.
     pub last_error: Option<String>,
     /// Connections the holder accepted for this container.
@@ -127,6 +131,7 @@ impl Record {
             last_wake_failure: None,
             sleep_failures: 0,
             next_sleep_attempt_ns: 0,
+            signalled: None,
             last_error: None,
             held_connections: 0,
             open_held_connections: 0,

@@ -297,8 +297,8 @@ impl Daemon {
         }
     }
 
-    /// Keeps container `id` awake for [`SIGNALLED_HOLD_OFF`] after a client
-    /// sent it a signal. `docker stop` sends SIGTERM and waits for the
+    /// Keeps the process of container `id` awake for [`SIGNALLED_HOLD_OFF`]
+    /// after a client sent it a signal. `docker stop` sends SIGTERM and waits for the
     /// process to exit. A checkpoint in that wait would turn the user's stop
     /// into a sleep, which the next connection would undo.
     pub fn hold_off_sleep(&self, id: &str) {
@@ -306,9 +306,11 @@ impl Daemon {
             return;
         };
         let mut record = container.record();
-        let until = monotonic_ns() + SIGNALLED_HOLD_OFF.as_nanos() as u64;
-        record.next_sleep_attempt_ns = record.next_sleep_attempt_ns.max(until);
-        debug!(container = %record.info.name, id = %short(id), "signalled; no sleep for a while");
+        let Some(pid) = record.info.pid else {
+            return;
+        };
+        record.signalled = Some((pid, monotonic_ns() + SIGNALLED_HOLD_OFF.as_nanos() as u64));
+        debug!(container = %record.info.name, id = %short(id), pid, "signalled; no sleep for a while");
     }
 
     /// Returns the awake containers that have been idle for their timeout
@@ -327,6 +329,11 @@ impl Daemon {
             let record = container.record();
             if record.state != State::Awake || record.unmanageable.is_some() || now < record.next_sleep_attempt_ns {
                 continue;
+            }
+            if let Some((pid, until)) = record.signalled {
+                if record.info.pid == Some(pid) && now < until {
+                    continue;
+                }
             }
             let idle_for = idle::idle_for(now, activity.last_seen_ns, record.awake_since_ns);
             if !idle::should_sleep(idle_for, record.policy.idle_timeout) {
