@@ -9,9 +9,9 @@
 //!
 //! Docker's destination NAT rules translate a connection to a published
 //! port before that lookup, towards a container that is being checkpointed
-//! or restored and cannot accept it yet. A socket filter, matched by an
-//! iptables rule at the top of the nat table, tells which connections must
-//! stay untranslated so that they reach the lookup.
+//! or restored and cannot accept it yet. A socket filter, run by an
+//! iptables rule at the top of the nat table, selects the connections that
+//! must stay untranslated so that they reach the lookup.
 
 use aya_ebpf::{
     bindings::sk_action::SK_PASS,

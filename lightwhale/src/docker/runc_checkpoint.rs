@@ -15,7 +15,7 @@
 //! start.
 //!
 //! Each checkpoint has a directory `<state dir>/checkpoints/<id>/<name>`:
-//! `images/` holds CRIU's images, `dump.log` CRIU's log of the checkpoint
+//! `images/` contains CRIU's images, `dump.log` CRIU's log of the checkpoint
 //! and `restore/` its log of the last restore. The daemon owns these
 //! directories and removes them after a successful wake or when the
 //! container is removed.
@@ -321,7 +321,7 @@ impl RuncCheckpointer {
 }
 
 /// Finds runc's root for container `id`: the `runtime-*/moby` directory of
-/// dockerd's runtimes that holds a state for it.
+/// dockerd's runtimes that contains a state for it.
 fn runc_state_root(id: &str) -> Option<PathBuf> {
     fs::read_dir(RUNC_STATE_ROOTS)
         .ok()?
