@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    control,
+    control, criu_cache,
     dataplane::DataPlane,
     docker::{check_engine, runc_checkpoint::RuncCheckpointer, Engine},
     holder::{self, Holder},
@@ -131,6 +131,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         engine.remove_stand_in(&id).await;
     }
 
+    let criu = checkpointing.criu.clone().unwrap_or_else(|| PathBuf::from("criu"));
+    let criu_cache = match criu_cache::install(&criu).await {
+        Ok(installed) => installed,
+        Err(error) => {
+            warn!(%error, "CRIU probes the kernel again at every checkpoint and restore");
+            None
+        }
+    };
+
     let store = Store::open(&settings.state_dir)?;
     let runc = RuncCheckpointer::new(
         checkpointing.runc.clone().unwrap_or_else(|| PathBuf::from("runc")),
@@ -236,6 +245,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     nat_bypass::remove().await;
+    if let Some(cache) = criu_cache {
+        cache.remove();
+    }
     // Dropping the data plane detaches every program and removes the pins.
     drop(daemon.data_plane.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
     control::remove(&settings.socket);

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod clock;
 pub mod control;
+pub mod criu_cache;
 pub mod connect;
 pub mod connections;
 pub mod conntrack;

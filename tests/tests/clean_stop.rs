@@ -1,5 +1,5 @@
-//! A stopped daemon leaves no eBPF programs, pins, iptables chain or
-//! listeners behind, and sleeping containers stay asleep.
+//! A stopped daemon leaves no eBPF programs, pins, iptables chain, CRIU
+//! cache or listeners behind, and sleeping containers stay asleep.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,6 +28,10 @@ const PROGRAM_NAMES: [&str; 4] = [
 /// The daemon's chain in iptables' nat table.
 const NAT_CHAIN: &str = "LIGHTWHALE";
 
+/// CRIU's cache of kernel features, which the daemon writes where `/run`
+/// is not a tmpfs.
+const CRIU_CACHE: &str = "/run/criu.kdat";
+
 /// Directory of the daemon's pinned maps.
 const PIN_DIR: &str = "/sys/fs/bpf/lightwhale";
 
@@ -44,6 +48,10 @@ fn stop_leaves_no_traces() -> Result<()> {
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
     let nat_rules = run(Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
     assert!(nat_rules.contains(NAT_CHAIN), "the running daemon has no {NAT_CHAIN} chain:\n{nat_rules}");
+    let run_is_tmpfs = run(Command::new("stat").args(["-f", "-c", "%T", "/run"]))?.trim() == "tmpfs";
+    if !run_is_tmpfs {
+        assert!(Path::new(CRIU_CACHE).exists(), "the running daemon wrote no {CRIU_CACHE}");
+    }
 
     let pid = daemon.pid();
     let daemon_ports = listening_ports(Some(pid))?;
@@ -81,6 +89,9 @@ fn stop_leaves_no_traces() -> Result<()> {
     assert!(pins.is_empty(), "{PIN_DIR} still contains {pins:?}");
     let nat_rules = run(Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
     assert!(!nat_rules.contains(NAT_CHAIN), "the {NAT_CHAIN} chain is still there:\n{nat_rules}");
+    if !run_is_tmpfs {
+        assert!(!Path::new(CRIU_CACHE).exists(), "{CRIU_CACHE} is still there");
+    }
 
     let listeners = run(Command::new("ss").args(["-ltnpH"]))?;
     let owner = format!("pid={pid},");
