@@ -233,6 +233,7 @@ fn lightwhale_run(daemon: &Daemon, workloads: &Workloads, docker_root: &Path) ->
     // wake; its page cache must be gone before the host's memory is read.
     wait_for_one_checkpoint(container)?;
     let private_before_bytes = private_memory(container.id());
+    flush_dirty_pages()?;
     let before = memory_now()?;
     let freezer = FreezerWatch::start(container.id());
     let started = Instant::now();
@@ -294,6 +295,7 @@ fn docker_run(workloads: &Workloads, docker_root: &Path, run: usize) -> Result<D
 fn checkpoint_and_restore(workloads: &Workloads, docker_root: &Path, checkpoint: &str) -> Result<DockerRun> {
     let container = &workloads.plain;
     let checkpoint = checkpoint.to_owned();
+    flush_dirty_pages()?;
     let started = Instant::now();
     run_command(Command::new("docker").args(["checkpoint", "create", container.id(), &checkpoint]))?;
     let checkpoint_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -306,6 +308,14 @@ fn checkpoint_and_restore(workloads: &Workloads, docker_root: &Path, checkpoint:
     run_command(Command::new("docker").args(["checkpoint", "rm", container.id(), &checkpoint]))?;
     remove_restore_copies(container.id());
     Ok(DockerRun { checkpoint_ms, restored_ms, criu_restore_ms: criu_restore_ms(docker_root, container.id()), first_byte_ms })
+}
+
+/// Writes out the pages that earlier steps left dirty, such as the other
+/// path's checkpoint images, so that a timed checkpoint does not wait for
+/// their writeback.
+fn flush_dirty_pages() -> Result<()> {
+    run_command(&mut Command::new("sync"))?;
+    Ok(())
 }
 
 /// Removes the copies of the container's checkpoints that containerd
