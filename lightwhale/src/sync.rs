@@ -8,7 +8,7 @@ use crate::{
     clock::monotonic_ns,
     connections,
     daemon::Daemon,
-    docker::{runc_checkpoint::RuncCheckpoint, ContainerInfo, PublishedPort},
+    docker::{remove_restore_copies, runc_checkpoint::RuncCheckpoint, ContainerInfo, PublishedPort},
     idle,
     labels::{self, Management, Policy},
     lifecycle::short,
@@ -42,6 +42,24 @@ impl Daemon {
         for id in &ids {
             self.refresh(id).await;
         }
+        // Copies that containerd extracted for a restore whose daemon was
+        // stopped before it removed them, such as a daemon killed during a
+        // wake. Copies of an awake container are no longer read.
+        let awake: Vec<String> = self
+            .registry()
+            .all()
+            .into_iter()
+            .filter(|container| container.record().state == State::Awake)
+            .map(|container| container.id.clone())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for id in awake {
+                let removed = remove_restore_copies(&id);
+                if removed > 0 {
+                    info!(id = %short(&id), removed, "removed containerd's copies of checkpoints left by an earlier restore");
+                }
+            }
+        });
         Ok(())
     }
 

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
     SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -17,6 +18,10 @@ use lightwhale_tests::{
 /// Memory the container holds, so that its checkpoint and restore last
 /// seconds and the kill lands in the middle of them.
 const HELD_MIB: u32 = 256;
+
+/// How long the restarted daemon may take to remove containerd's copies of
+/// the interrupted restore.
+const COPIES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a managed counter that allocates [`HELD_MIB`] and returns it with
 /// its address and counter.
@@ -76,5 +81,17 @@ fn kill_during_restore_loses_nothing() -> Result<()> {
     let (web, address, hits) = big_counter(&daemon, "crash-wake")?;
     daemon.cli(&["sleep", web.name()])?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
-    kill_during(&mut daemon, &web, address, hits, "wake", "waking")
+    kill_during(&mut daemon, &web, address, hits, "wake", "waking")?;
+
+    // containerd's copy of the checkpoint for the interrupted restore is
+    // removed by the restarted daemon, in the background.
+    let deadline = Instant::now() + COPIES_TIMEOUT;
+    loop {
+        let copies = restore_copies_of(web.id())?;
+        if copies.is_empty() {
+            return Ok(());
+        }
+        assert!(Instant::now() < deadline, "containerd's copies are still there: {copies:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
 }

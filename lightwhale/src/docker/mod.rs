@@ -13,3 +13,4 @@ pub mod stand_in;
 pub use engine::{Engine, EngineError};
 pub use inventory::{ContainerInfo, Endpoint, NetworkMode, PublishedPort, STAND_IN_LABEL};
 pub use preflight::{check_engine, Checkpointing};
+pub use restore_copies::remove_all as remove_restore_copies;

@@ -6,7 +6,8 @@
 //! remove it afterwards, so every wake would leave a full copy of the
 //! container's memory on disk. Once the restore call returned, runc no
 //! longer reads the copy, and the daemon removes the copies of the
-//! container it restored.
+//! container it restored. When it starts, it also removes the copies of
+//! awake containers, left by a daemon that stopped during a restore.
 
 use std::{
     collections::HashSet,
@@ -51,6 +52,13 @@ pub fn remove_new(before: &HashSet<PathBuf>, id: &str) -> usize {
         }
     }
     removed
+}
+
+/// Removes every copy that belongs to container `id`, and returns how many
+/// it removed. Only for a running container, whose restore finished, so
+/// that runc no longer reads its copies.
+pub fn remove_all(id: &str) -> usize {
+    remove_new(&HashSet::new(), id)
 }
 
 /// Lists the `ctrd-checkpoint*` directories in `dir`.
