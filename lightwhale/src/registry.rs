@@ -238,6 +238,7 @@ mod tests {
             name: name.into(),
             labels: HashMap::new(),
             running: true,
+            paused: false,
             pid: None,
             network_mode: NetworkMode::Own,
             auto_remove: false,

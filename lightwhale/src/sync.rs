@@ -42,21 +42,34 @@ impl Daemon {
         for id in &ids {
             self.refresh(id).await;
         }
-        // Copies that containerd extracted for a restore whose daemon was
-        // stopped before it removed them, such as a daemon killed during a
-        // wake. Copies of an awake container are no longer read.
-        let awake: Vec<String> = self
+        // A daemon stopped during an operation can leave two things behind
+        // for an awake container. One is containerd's copy of a checkpoint
+        // that it restored, which is no longer read. The other, for the
+        // `lightwhale` runtime, is a cgroup that it froze for a checkpoint.
+        let awake: Vec<(String, bool)> = self
             .registry()
             .all()
             .into_iter()
-            .filter(|container| container.record().state == State::Awake)
-            .map(|container| container.id.clone())
+            .filter_map(|container| {
+                let record = container.record();
+                let may_be_frozen = record.info.uses_runc_checkpoints() && !record.info.paused;
+                (record.state == State::Awake).then(|| (container.id.clone(), may_be_frozen))
+            })
             .collect();
+        let runc = self.runc.clone();
         tokio::task::spawn_blocking(move || {
-            for id in awake {
+            for (id, may_be_frozen) in awake {
                 let removed = remove_restore_copies(&id);
                 if removed > 0 {
                     info!(id = %short(&id), removed, "removed containerd's copies of checkpoints left by an earlier restore");
+                }
+                if !may_be_frozen {
+                    continue;
+                }
+                match runc.thaw_left_frozen(&id) {
+                    Ok(true) => warn!(id = %short(&id), "thawed a container left frozen by an interrupted checkpoint"),
+                    Ok(false) => {}
+                    Err(error) => warn!(id = %short(&id), %error, "cannot check whether the container is frozen"),
                 }
             }
         });

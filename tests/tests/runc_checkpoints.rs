@@ -2,8 +2,9 @@
 //! into the daemon's state directory and wake through a plain `docker
 //! start`, which the runtime turns into `runc restore`. Docker keeps
 //! managing them as usual, the daemon recovers them after `kill -9`, a
-//! damaged checkpoint follows `lightwhale.on-restore-failure`, and the
-//! checkpoint's files go away after the wake and with the container.
+//! damaged checkpoint follows `lightwhale.on-restore-failure`, the
+//! checkpoint's files go away after the wake and with the container, and
+//! no checkpoint leaves the container's cgroup frozen.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -356,5 +357,102 @@ fn runc_wake_serves_clients_of_its_address() -> Result<()> {
     let expected: Vec<u64> = (hits + 1..=hits + CLIENTS as u64).collect();
     assert_eq!(counts, expected, "a client was not served once, or the counter restarted");
     assert_eq!(awake["wakes"], 1, "{awake}");
+    Ok(())
+}
+
+/// Returns the file that freezes the cgroup of container `id` as runc
+/// records it: the v1 freezer controller's `freezer.state` where the host
+/// has one, else `cgroup.freeze` of its cgroup v2.
+fn freezer_file(id: &str) -> Result<PathBuf> {
+    for root in fs::read_dir("/run/docker")?.flatten() {
+        let state_file = root.path().join("moby").join(id).join("state.json");
+        let Ok(bytes) = fs::read(&state_file) else {
+            continue;
+        };
+        let state: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let paths = &state["cgroup_paths"];
+        if let Some(dir) = paths["freezer"].as_str() {
+            return Ok(Path::new(dir).join("freezer.state"));
+        }
+        if let Some(dir) = paths[""].as_str() {
+            return Ok(Path::new(dir).join("cgroup.freeze"));
+        }
+        bail!("{} names no cgroup with a freezer", state_file.display());
+    }
+    bail!("no runc state of {id} under /run/docker/runtime-*/moby")
+}
+
+/// A checkpoint through runc that CRIU cannot complete leaves the container
+/// running and thawed: the daemon freezes the cgroup before CRIU, and CRIU
+/// freezes it again after a failed dump.
+#[test]
+fn failed_runc_checkpoint_leaves_container_thawed() -> Result<()> {
+    if !runtime_registered()? {
+        println!("skipped: dockerd has no {RUNTIME} runtime");
+        return Ok(());
+    }
+    // A Unix socket whose peer is the test process, outside the container:
+    // CRIU refuses to dump a connection to an external Unix socket.
+    let dir = std::env::temp_dir().join(format!("lightwhale-runc-external-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("peer.sock"))?;
+
+    let daemon = Daemon::start(&[])?;
+    let port = free_port()?;
+    let web = Container::builder("runc-undumpable", HTTP_COUNTER_IMAGE)
+        .runtime(RUNTIME)
+        .managed("3s")
+        .option(&format!("--volume={}:/external", dir.display()))
+        .env("HOLD_UNIX_SOCKET", "/external/peer.sock")
+        .publish("127.0.0.1", port, 8080)
+        .start()?;
+    let (_peer, _) = listener.accept()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let hits = parse_hits(&http_get(address)?)?;
+
+    let failed = daemon.wait_for_status(web.name(), "a checkpoint error", STATE_TIMEOUT, |entry| {
+        entry["last_error"].as_str().is_some_and(|error| error.contains("checkpoint failed"))
+    })?;
+    println!("after the failed checkpoint: {failed}");
+    assert_eq!(failed["state"], "awake", "{failed}");
+    assert!(web.is_running()?, "the container stopped after the failed checkpoint");
+    let freezer = fs::read_to_string(freezer_file(web.id())?)?;
+    assert!(matches!(freezer.trim(), "THAWED" | "0"), "the container's cgroup is {freezer:?}");
+    assert_eq!(parse_hits(&http_get(address)?)?, hits + 1, "the container lost its state");
+
+    drop(web);
+    fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A container of the runtime whose cgroup a stopped daemon left frozen,
+/// as a daemon killed right after it froze the cgroup for a checkpoint
+/// would, is thawed when the daemon starts again.
+#[test]
+fn daemon_start_thaws_frozen_runc_container() -> Result<()> {
+    if !runtime_registered()? {
+        println!("skipped: dockerd has no {RUNTIME} runtime");
+        return Ok(());
+    }
+    let mut daemon = Daemon::start(&[])?;
+    let (web, address, hits) = runc_counter(&daemon, "runc-frozen", 1, |builder| builder)?;
+    daemon.stop()?;
+
+    let freezer = freezer_file(web.id())?;
+    let frozen = if freezer.ends_with("freezer.state") { "FROZEN" } else { "1" };
+    fs::write(&freezer, frozen)?;
+    wait_until("the cgroup to freeze", STATE_TIMEOUT, || {
+        Ok((fs::read_to_string(&freezer)?.trim() != "FREEZING").then_some(()))
+    })?;
+
+    daemon.restart()?;
+    let body = http_get(address)?;
+    assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
+    assert!(
+        daemon.log().contains("thawed a container left frozen"),
+        "the daemon did not report the thaw:\n{}",
+        daemon.log()
+    );
     Ok(())
 }

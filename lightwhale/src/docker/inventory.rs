@@ -23,6 +23,8 @@ pub struct ContainerInfo {
     pub labels: HashMap<String, String>,
     /// Whether its processes run.
     pub running: bool,
+    /// Whether `docker pause` froze its processes.
+    pub paused: bool,
     /// PID of its init process while it runs.
     pub pid: Option<u32>,
     /// `HostConfig.NetworkMode`, which decides whether lightwhale can hold
@@ -100,6 +102,7 @@ impl ContainerInfo {
             .unwrap_or_default();
         let state = response.state.unwrap_or_default();
         let running = state.running.unwrap_or(false);
+        let paused = state.paused.unwrap_or(false);
         let pid = state
             .pid
             .filter(|pid| running && *pid > 0)
@@ -141,6 +144,7 @@ impl ContainerInfo {
             name,
             labels,
             running,
+            paused,
             pid,
             network_mode,
             auto_remove,

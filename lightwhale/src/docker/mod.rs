@@ -3,6 +3,7 @@
 //! engine can checkpoint at all.
 
 pub(crate) mod engine;
+mod freezer;
 mod inventory;
 mod preflight;
 mod restore;
