@@ -140,6 +140,9 @@ impl Engine {
 
     /// Checkpoints a running container and stops it (`docker checkpoint
     /// create` with exit).
+    // NOTE: not frozen first, as checkpoints through runc are: containerd
+    // then fails the checkpoint with "OCI runtime pause failed: container
+    // not running".
     pub async fn checkpoint(&self, id: &str, checkpoint: &str) -> Result<(), EngineError> {
         let options = CreateCheckpointOptions {
             checkpoint_id: checkpoint.to_owned(),

@@ -4,18 +4,59 @@
 //! checks whether the freeze finished only every 100 ms, and its first check
 //! often comes before the kernel finished. The daemon therefore freezes
 //! the cgroup itself right before `runc checkpoint` and polls every
-//! millisecond. CRIU then finds the cgroup frozen, seizes the processes and
-//! thaws the cgroup. After a failed dump, CRIU freezes a cgroup that it
-//! found frozen again, so the daemon thaws it after every checkpoint.
+//! millisecond.
+//! CRIU then finds the cgroup frozen, seizes the processes and thaws the
+//! cgroup. After a failed dump, CRIU freezes a cgroup that it found frozen
+//! again, so the daemon thaws it after every checkpoint.
 
 use std::{
-    fs, io,
+    fs,
+    future::Future,
+    io,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use tracing::{debug, warn};
+
 /// How often a freeze in progress is checked.
 const POLL: Duration = Duration::from_millis(1);
+
+/// How long the daemon waits for a container's cgroup to freeze before it
+/// leaves the freeze to CRIU.
+const FREEZE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Runs `checkpoint`, a checkpoint of container `id` through CRIU, with the
+/// container's cgroup frozen first and thawed afterwards. `state_file` is
+/// the container's runc state, which names its cgroup. Without a freezer,
+/// when the freeze takes too long, or for a cgroup frozen already, as by
+/// `docker pause`, the cgroup is left to CRIU as it is.
+pub async fn checkpoint_frozen<T>(id: &str, state_file: Option<PathBuf>, checkpoint: impl Future<Output = T>) -> T {
+    let freezer = state_file
+        .and_then(|state_file| Freezer::from_runc_state(&state_file))
+        .filter(|freezer| matches!(freezer.is_frozen(), Ok(false)));
+    let mut frozen = None;
+    if let Some(freezer) = freezer {
+        match freezer.freeze(FREEZE_LIMIT).await {
+            Ok(true) => frozen = Some(freezer),
+            Ok(false) => debug!(id, "the cgroup did not freeze in time; CRIU freezes it"),
+            Err(error) => {
+                debug!(id, %error, "cannot freeze the cgroup; CRIU freezes it");
+                // A failed write may still have started the freeze.
+                let _ = freezer.thaw();
+            }
+        }
+    }
+    let result = checkpoint.await;
+    // After a dump, CRIU thawed the cgroup and killed the processes. After
+    // a failed one, it froze the cgroup again, as it found it.
+    if let Some(freezer) = frozen {
+        if let Err(error) = freezer.thaw() {
+            warn!(id, %error, "cannot thaw the container's cgroup after its checkpoint");
+        }
+    }
+    result
+}
 
 /// The freezer of one container's cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,14 +26,17 @@ use std::{
     io,
     os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use thiserror::Error;
 use tokio::process::Command;
 use tracing::{debug, warn};
 
-use super::{engine::CHECKPOINT_PREFIX, freezer::Freezer};
+use super::{
+    engine::CHECKPOINT_PREFIX,
+    freezer::{checkpoint_frozen, Freezer},
+};
 use crate::private_file;
 
 /// Name of the runtime that containers opt in with, as registered in
@@ -60,9 +63,6 @@ const CONTAINERD_NAMESPACE: &str = "moby";
 /// Line that CRIU writes last to `dump.log` when a checkpoint succeeded.
 const DUMP_FINISHED: &str = "Dumping finished successfully";
 
-/// How long the daemon waits for a container's cgroup to freeze before it
-/// leaves the freeze to CRIU.
-const FREEZE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Errors of checkpoints and restores through runc.
 #[derive(Debug, Error)]
@@ -168,32 +168,8 @@ impl RuncCheckpointer {
         create_private_dir(&images)?;
         let state_root = runc_state_root(id).ok_or_else(|| RuncError::StateNotFound { id: id.to_owned() })?;
 
-        // Frozen here, CRIU finds the processes stopped at its first check.
-        // Without a freezer, or when the freeze takes too long, CRIU
-        // freezes them itself.
-        // A cgroup frozen already, as by `docker pause`, stays as it is.
-        let freezer = Freezer::from_runc_state(&state_root.join(id).join("state.json"))
-            .filter(|freezer| matches!(freezer.is_frozen(), Ok(false)));
-        let mut frozen = None;
-        if let Some(freezer) = freezer {
-            match freezer.freeze(FREEZE_LIMIT).await {
-                Ok(true) => frozen = Some(freezer),
-                Ok(false) => debug!(id, "the cgroup did not freeze in time; CRIU freezes it"),
-                Err(error) => {
-                    debug!(id, %error, "cannot freeze the cgroup; CRIU freezes it");
-                    // A failed write may still have started the freeze.
-                    let _ = freezer.thaw();
-                }
-            }
-        }
-        let result = self.run_checkpoint(&state_root, id, &checkpoint).await;
-        // After a dump, CRIU thawed the cgroup and killed the processes.
-        // After a failed one, it froze the cgroup again, as it found it.
-        if let Some(freezer) = frozen {
-            if let Err(error) = freezer.thaw() {
-                warn!(id, %error, "cannot thaw the container's cgroup after its checkpoint");
-            }
-        }
+        let state_file = state_root.join(id).join("state.json");
+        let result = checkpoint_frozen(id, Some(state_file), self.run_checkpoint(&state_root, id, &checkpoint)).await;
         result.map(|()| checkpoint)
     }
 
