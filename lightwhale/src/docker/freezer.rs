@@ -31,10 +31,8 @@ const FREEZE_LIMIT: Duration = Duration::from_secs(1);
 /// the container's runc state, which names its cgroup. Without a freezer,
 /// when the freeze takes too long, or for a cgroup frozen already, as by
 /// `docker pause`, the cgroup is left to CRIU as it is.
-pub async fn checkpoint_frozen<T>(id: &str, state_file: Option<PathBuf>, checkpoint: impl Future<Output = T>) -> T {
-    let freezer = state_file
-        .and_then(|state_file| Freezer::from_runc_state(&state_file))
-        .filter(|freezer| matches!(freezer.is_frozen(), Ok(false)));
+pub async fn checkpoint_frozen<T>(id: &str, state_file: &Path, checkpoint: impl Future<Output = T>) -> T {
+    let freezer = Freezer::from_runc_state(state_file).filter(|freezer| matches!(freezer.is_frozen(), Ok(false)));
     let mut frozen = None;
     if let Some(freezer) = freezer {
         match freezer.freeze(FREEZE_LIMIT).await {

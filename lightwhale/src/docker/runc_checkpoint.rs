@@ -169,7 +169,7 @@ impl RuncCheckpointer {
         let state_root = runc_state_root(id).ok_or_else(|| RuncError::StateNotFound { id: id.to_owned() })?;
 
         let state_file = state_root.join(id).join("state.json");
-        let result = checkpoint_frozen(id, Some(state_file), self.run_checkpoint(&state_root, id, &checkpoint)).await;
+        let result = checkpoint_frozen(id, &state_file, self.run_checkpoint(&state_root, id, &checkpoint)).await;
         result.map(|()| checkpoint)
     }
 
