@@ -123,14 +123,7 @@ impl Daemon {
 
     /// Kills the daemon with SIGKILL, as a crash would, and waits for it.
     pub fn kill(&mut self) -> Result<()> {
-        let Some(mut child) = self
-            .child
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            bail!("the daemon was already stopped");
-        };
+        let mut child = self.take_child()?;
         child.kill()?;
         let status = child.wait()?;
         println!("lightwhale (pid {}) killed: {status}", child.id());
@@ -222,14 +215,7 @@ impl Daemon {
     /// status. It is killed with SIGKILL, and an error returned, when it
     /// has not exited within [`STOP_TIMEOUT`].
     pub fn stop(&mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self
-            .child
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            bail!("the daemon was already stopped");
-        };
+        let mut child = self.take_child()?;
         let pid = child.id() as libc::pid_t;
         // SAFETY: kill has no memory-safety preconditions. The child is not
         // reaped yet, so its PID cannot belong to another process.
@@ -270,6 +256,13 @@ impl Daemon {
             );
         }
         Ok(())
+    }
+
+    /// Takes the daemon process out of the guard, which then counts it as
+    /// stopped, or returns an error when it was already stopped.
+    fn take_child(&mut self) -> Result<Child> {
+        let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        child.ok_or_else(|| anyhow!("the daemon was already stopped"))
     }
 
     fn wait_until_ready(&self) -> Result<()> {
