@@ -17,6 +17,7 @@ pub mod container;
 pub mod daemon;
 pub mod host_lock;
 pub mod http;
+pub mod http_counter;
 pub mod netns;
 pub mod network;
 pub mod redis;

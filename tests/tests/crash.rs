@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 /// Memory the container holds, so that its checkpoint and restore last
@@ -21,13 +21,7 @@ const HELD_MIB: u32 = 256;
 /// Starts a managed counter that allocates [`HELD_MIB`] and returns it with
 /// its address and counter.
 fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u64)> {
-    let port = free_port()?;
-    let web = Container::builder(hint, HTTP_COUNTER_IMAGE)
-        .managed("10m")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(Container::builder(hint, HTTP_COUNTER_IMAGE).managed("10m"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     http_get_path(address, &format!("/alloc?mib={HELD_MIB}"))?;
     let hits = parse_hits(&http_get(address)?)?;

@@ -3,16 +3,15 @@
 //! it stays stopped. Either way the cause is shown and the checkpoint kept.
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::http::curl_args;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 /// Damages every CRIU image of the container's only checkpoint and returns
@@ -46,13 +45,8 @@ fn damage_checkpoint(container: &Container) -> Result<String> {
 #[test]
 fn damaged_checkpoint_starts_cold() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("cold-start", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("cold-start", HTTP_COUNTER_IMAGE).managed("3s"))?;
     assert!(parse_hits(&http_get(address)?)? > 1);
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
     let checkpoint = damage_checkpoint(&web)?;
@@ -71,14 +65,11 @@ fn damaged_checkpoint_starts_cold() -> Result<()> {
 #[test]
 fn damaged_checkpoint_with_fail_stays_stopped() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("restore-fail", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .label("lightwhale.on-restore-failure", "fail")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(
+        Container::builder("restore-fail", HTTP_COUNTER_IMAGE)
+            .managed("3s")
+            .label("lightwhale.on-restore-failure", "fail"),
+    )?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
     let checkpoint = damage_checkpoint(&web)?;
 

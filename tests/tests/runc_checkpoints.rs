@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::http::{curl_args, http_get_path};
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, wait_until, Container, ContainerBuilder, Daemon, Network,
-    HTTP_COUNTER_IMAGE, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, wait_until, Container, ContainerBuilder, Daemon, Network, HTTP_COUNTER_IMAGE,
+    STATE_TIMEOUT,
 };
 
 /// Name under which the setup registers the runtime in dockerd.
@@ -48,14 +49,8 @@ fn runc_counter(
     mib: u32,
     configure: impl FnOnce(ContainerBuilder) -> ContainerBuilder,
 ) -> Result<(Container, SocketAddr, u64)> {
-    let port = free_port()?;
-    let builder = Container::builder(hint, HTTP_COUNTER_IMAGE)
-        .runtime(RUNTIME)
-        .managed("10m")
-        .publish("127.0.0.1", port, 8080);
-    let web = configure(builder).start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let builder = Container::builder(hint, HTTP_COUNTER_IMAGE).runtime(RUNTIME).managed("10m");
+    let (web, address, _) = start_on_loopback(configure(builder))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     http_get_path(address, &format!("/alloc?mib={mib}"))?;
     let hits = parse_hits(&http_get(address)?)?;
