@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::command::run;
 use crate::wait::wait_until;
+use crate::STATE_TIMEOUT;
 
 /// Upper bound for `status` to succeed after the daemon started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,6 +131,25 @@ impl Daemon {
         Ok(())
     }
 
+    /// Kills the daemon with SIGKILL in the middle of a CLI request, as a
+    /// crash would. Sends `request` (`sleep` or `wake`) for container
+    /// `name` in the background, and kills the daemon once the container
+    /// reached `state` and `delay` passed. The request then fails, so its
+    /// outcome is not checked.
+    pub fn kill_during_request(&mut self, request: &str, name: &str, state: &str, delay: Duration) -> Result<()> {
+        let mut client = self
+            .cli_command(&[request, name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("failed to start `lightwhale {request} {name}`"))?;
+        self.wait_for_state(name, state, STATE_TIMEOUT)?;
+        thread::sleep(delay);
+        self.kill()?;
+        client.wait()?;
+        Ok(())
+    }
+
     /// Starts the daemon again after [`Daemon::kill`] or [`Daemon::stop`],
     /// with the same arguments, socket and state directory.
     pub fn restart(&mut self) -> Result<()> {
@@ -186,6 +206,14 @@ impl Daemon {
     pub fn wait_for_state(&self, name: &str, state: &str, timeout: Duration) -> Result<Value> {
         self.wait_for_status(name, &format!("state {state:?}"), timeout, |entry| {
             entry["state"] == state
+        })
+    }
+
+    /// Waits until the container's `state` is one of `states` and returns its
+    /// status entry.
+    pub fn wait_for_any_state(&self, name: &str, states: &[&str], timeout: Duration) -> Result<Value> {
+        self.wait_for_status(name, &states.join(" or "), timeout, |entry| {
+            states.iter().any(|state| entry["state"] == *state)
         })
     }
 

@@ -3,7 +3,6 @@
 //! state, whatever the engine did with the interrupted operation.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
@@ -32,25 +31,14 @@ fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u6
 /// SIGKILL once the container reached `state`, restarts the daemon and
 /// checks that the container answers with its counter at `hits + 1`.
 fn kill_during(daemon: &mut Daemon, web: &Container, address: SocketAddr, hits: u64, command: &str, state: &str) -> Result<()> {
-    // The CLI fails once the daemon is gone; only the kill matters.
-    let mut request = daemon
-        .cli_command(&[command, web.name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    daemon.wait_for_state(web.name(), state, STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(500));
-    daemon.kill()?;
-    request.wait()?;
+    daemon.kill_during_request(command, web.name(), state, Duration::from_millis(500))?;
 
     // Let the engine finish or abandon the interrupted operation.
     thread::sleep(Duration::from_secs(8));
     println!("after the kill: running={}, checkpoints={:?}", web.is_running()?, web.checkpoints()?);
 
     daemon.restart()?;
-    let status = daemon.wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
-        entry["state"] == "awake" || entry["state"] == "asleep"
-    })?;
+    let status = daemon.wait_for_any_state(web.name(), &["awake", "asleep"], STATE_TIMEOUT)?;
     println!("after the restart: {status}");
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");

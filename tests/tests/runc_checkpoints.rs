@@ -8,7 +8,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -191,15 +191,7 @@ fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
     // Large enough for the checkpoint to take about a second.
     let (web, address, hits) = runc_counter(&daemon, "runc-crash", 1024, |builder| builder)?;
 
-    let mut request = daemon
-        .cli_command(&["sleep", web.name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(300));
-    daemon.kill()?;
-    request.wait()?;
+    daemon.kill_during_request("sleep", web.name(), "sleeping", Duration::from_millis(300))?;
     wait_until("runc checkpoint to stop the container", STATE_TIMEOUT, || Ok((!web.is_running()?).then_some(())))?;
     let state = fs::read_to_string(daemon.state_dir().join("state.json")).unwrap_or_default();
     println!("after the kill: state file {state:?}");
@@ -227,23 +219,13 @@ fn kill_during_runc_restore_loses_nothing() -> Result<()> {
     let (web, address, hits) = runc_counter(&daemon, "runc-crash-wake", 1024, |builder| builder)?;
     sleep_through_runc(&daemon, &web)?;
 
-    let mut request = daemon
-        .cli_command(&["wake", web.name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    daemon.wait_for_state(web.name(), "waking", STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(300));
-    daemon.kill()?;
-    request.wait()?;
+    daemon.kill_during_request("wake", web.name(), "waking", Duration::from_millis(300))?;
     // Let the engine finish or abandon the restore.
     thread::sleep(Duration::from_secs(5));
     println!("after the kill: running={}", web.is_running()?);
 
     daemon.restart()?;
-    let status = daemon.wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
-        entry["state"] == "awake" || entry["state"] == "asleep"
-    })?;
+    let status = daemon.wait_for_any_state(web.name(), &["awake", "asleep"], STATE_TIMEOUT)?;
     println!("after the restart: {status}");
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
