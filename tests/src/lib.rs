@@ -14,6 +14,7 @@
 
 pub mod command;
 pub mod container;
+pub mod criu_images;
 pub mod daemon;
 pub mod host_lock;
 pub mod http;

@@ -2,12 +2,12 @@
 //! without it and answers its clients; with `lightwhale.on-restore-failure=fail`
 //! it stays stopped. Either way the cause is shown and the checkpoint kept.
 
-use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use lightwhale_tests::command::{output, run};
+use lightwhale_tests::criu_images::damage_criu_images;
 use lightwhale_tests::http::curl_args;
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
@@ -27,17 +27,7 @@ fn damage_checkpoint(container: &Container) -> Result<String> {
         .join(container.id())
         .join("checkpoints")
         .join(checkpoint);
-    let mut damaged = 0;
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "img") {
-            fs::write(&path, b"damaged")?;
-            damaged += 1;
-        }
-    }
-    if damaged == 0 {
-        bail!("no CRIU images in {}", dir.display());
-    }
+    let damaged = damage_criu_images(&dir)?;
     println!("damaged {damaged} images in {}", dir.display());
     Ok(checkpoint.clone())
 }

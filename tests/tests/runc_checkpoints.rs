@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lightwhale_tests::command::{output, run};
+use lightwhale_tests::criu_images::damage_criu_images;
 use lightwhale_tests::http::{curl_args, http_get_path};
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
@@ -81,23 +82,6 @@ fn checkpoint_dir(daemon: &Daemon, web: &Container) -> PathBuf {
 fn wait_for_removal(daemon: &Daemon, web: &Container) -> Result<()> {
     let dir = checkpoint_dir(daemon, web);
     wait_until(&format!("{} to be removed", dir.display()), STATE_TIMEOUT, || Ok((!dir.exists()).then_some(())))
-}
-
-/// Overwrites every CRIU image of a checkpoint and returns how many.
-fn damage_images(dir: &Path) -> Result<usize> {
-    let images = dir.join("images");
-    let mut damaged = 0;
-    for entry in fs::read_dir(&images).with_context(|| format!("cannot read {}", images.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "img") {
-            fs::write(&path, b"damaged")?;
-            damaged += 1;
-        }
-    }
-    if damaged == 0 {
-        bail!("no CRIU images in {}", images.display());
-    }
-    Ok(damaged)
 }
 
 #[test]
@@ -243,7 +227,7 @@ fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
     let daemon = Daemon::start(&[])?;
     let (web, address, _) = runc_counter(&daemon, "runc-cold", 16, |builder| builder)?;
     let (_, dir) = sleep_through_runc(&daemon, &web)?;
-    println!("damaged {} images in {}", damage_images(&dir)?, dir.display());
+    println!("damaged {} images in {}", damage_criu_images(&dir.join("images"))?, dir.display());
 
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, 1, "expected a cold start with a fresh counter: {body:?}");
@@ -268,7 +252,7 @@ fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
         builder.label("lightwhale.on-restore-failure", "fail")
     })?;
     let (_, dir) = sleep_through_runc(&daemon, &web)?;
-    damage_images(&dir)?;
+    damage_criu_images(&dir.join("images"))?;
 
     let attempt = output(Command::new("curl").args(curl_args(address, "/")))?;
     assert!(
