@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::command::run;
 use crate::wait::wait_until;
+use crate::STATE_TIMEOUT;
 
 /// Upper bound for `status` to succeed after the daemon started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,17 +124,29 @@ impl Daemon {
 
     /// Kills the daemon with SIGKILL, as a crash would, and waits for it.
     pub fn kill(&mut self) -> Result<()> {
-        let Some(mut child) = self
-            .child
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            bail!("the daemon was already stopped");
-        };
+        let mut child = self.take_child()?;
         child.kill()?;
         let status = child.wait()?;
         println!("lightwhale (pid {}) killed: {status}", child.id());
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL in the middle of a CLI request, as a
+    /// crash would. Sends `request` (`sleep` or `wake`) for container
+    /// `name` in the background, and kills the daemon once the container
+    /// reached `state` and `delay` passed. The request then fails, so its
+    /// outcome is not checked.
+    pub fn kill_during_request(&mut self, request: &str, name: &str, state: &str, delay: Duration) -> Result<()> {
+        let mut client = self
+            .cli_command(&[request, name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("failed to start `lightwhale {request} {name}`"))?;
+        self.wait_for_state(name, state, STATE_TIMEOUT)?;
+        thread::sleep(delay);
+        self.kill()?;
+        client.wait()?;
         Ok(())
     }
 
@@ -196,6 +209,14 @@ impl Daemon {
         })
     }
 
+    /// Waits until the container's `state` is one of `states` and returns its
+    /// status entry.
+    pub fn wait_for_any_state(&self, name: &str, states: &[&str], timeout: Duration) -> Result<Value> {
+        self.wait_for_status(name, &states.join(" or "), timeout, |entry| {
+            states.iter().any(|state| entry["state"] == *state)
+        })
+    }
+
     /// Waits until the container's status entry satisfies `condition`,
     /// described by `description` in the timeout error, and returns the entry.
     pub fn wait_for_status(
@@ -222,14 +243,7 @@ impl Daemon {
     /// status. It is killed with SIGKILL, and an error returned, when it
     /// has not exited within [`STOP_TIMEOUT`].
     pub fn stop(&mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self
-            .child
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            bail!("the daemon was already stopped");
-        };
+        let mut child = self.take_child()?;
         let pid = child.id() as libc::pid_t;
         // SAFETY: kill has no memory-safety preconditions. The child is not
         // reaped yet, so its PID cannot belong to another process.
@@ -270,6 +284,13 @@ impl Daemon {
             );
         }
         Ok(())
+    }
+
+    /// Takes the daemon process out of the guard, which then counts it as
+    /// stopped, or returns an error when it was already stopped.
+    fn take_child(&mut self) -> Result<Child> {
+        let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        child.ok_or_else(|| anyhow!("the daemon was already stopped"))
     }
 
     fn wait_until_ready(&self) -> Result<()> {

@@ -14,9 +14,11 @@
 
 pub mod command;
 pub mod container;
+pub mod criu_images;
 pub mod daemon;
 pub mod host_lock;
 pub mod http;
+pub mod http_counter;
 pub mod netns;
 pub mod network;
 pub mod redis;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Daemon, Netns, HTTP_COUNTER_IMAGE,
     SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -158,13 +159,8 @@ fn unix_micros() -> u64 {
 #[test]
 fn awake_container_bypasses_holder() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("bypass", HTTP_COUNTER_IMAGE)
-        .managed("10m")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("bypass", HTTP_COUNTER_IMAGE).managed("10m"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
 
     daemon.cli(&["sleep", web.name()])?;

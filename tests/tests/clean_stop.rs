@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
@@ -13,9 +12,8 @@ use anyhow::{bail, Context, Result};
 use lightwhale_common::programs;
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::http::curl_args;
-use lightwhale_tests::{
-    free_port, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STARTUP_TIMEOUT,
-};
+use lightwhale_tests::http_counter::start_on_loopback;
+use lightwhale_tests::{Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT};
 
 /// Names of the daemon's eBPF programs as the kernel reports them.
 const PROGRAM_NAMES: [&str; 4] = [
@@ -38,13 +36,8 @@ const PIN_DIR: &str = "/sys/fs/bpf/lightwhale";
 #[test]
 fn stop_leaves_no_traces() -> Result<()> {
     let mut daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("clean-stop", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("clean-stop", HTTP_COUNTER_IMAGE).managed("3s"))?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
     let nat_rules = run(Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
     assert!(nat_rules.contains(NAT_CHAIN), "the running daemon has no {NAT_CHAIN} chain:\n{nat_rules}");

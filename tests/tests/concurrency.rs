@@ -1,14 +1,13 @@
 //! Many clients arriving at once at a sleeping container share one restore.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 const CLIENTS: u64 = 20;
@@ -16,13 +15,8 @@ const CLIENTS: u64 = 20;
 #[test]
 fn concurrent_clients_share_one_wake() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("concurrency", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("concurrency", HTTP_COUNTER_IMAGE).managed("3s"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     let hits = parse_hits(&http_get(address)?)?;
     println!("counter at {hits} before sleep");

@@ -1,14 +1,14 @@
 //! Traffic between containers counts as activity, and containers that
 //! lightwhale cannot hold are listed with the reason and left alone.
 
-use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, wait_for_http, Container, Daemon, Network, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    free_port, http_get, Container, Daemon, Network, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT,
+    STATE_TIMEOUT,
 };
 
 /// A database that only another container talks to stays awake while it is
@@ -22,14 +22,11 @@ fn container_traffic_keeps_upstream_awake() -> Result<()> {
         .managed("3s")
         .network(&network)
         .start()?;
-    let port = free_port()?;
-    let app = Container::builder("c2c-app", HTTP_COUNTER_IMAGE)
-        .network(&network)
-        .env("UPSTREAM", &format!("{}:8080", db.name()))
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (app, address, _) = start_on_loopback(
+        Container::builder("c2c-app", HTTP_COUNTER_IMAGE)
+            .network(&network)
+            .env("UPSTREAM", &format!("{}:8080", db.name())),
+    )?;
     daemon.wait_for_state(db.name(), "awake", STATE_TIMEOUT)?;
     assert!(daemon.container_status(app.name())?.is_none(), "the unlabelled app is listed");
 

@@ -3,16 +3,15 @@
 //! state, whatever the engine did with the interrupted operation.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 /// Memory the container holds, so that its checkpoint and restore last
@@ -26,13 +25,7 @@ const COPIES_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts a managed counter that allocates [`HELD_MIB`] and returns it with
 /// its address and counter.
 fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u64)> {
-    let port = free_port()?;
-    let web = Container::builder(hint, HTTP_COUNTER_IMAGE)
-        .managed("10m")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(Container::builder(hint, HTTP_COUNTER_IMAGE).managed("10m"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     http_get_path(address, &format!("/alloc?mib={HELD_MIB}"))?;
     let hits = parse_hits(&http_get(address)?)?;
@@ -43,25 +36,14 @@ fn big_counter(daemon: &Daemon, hint: &str) -> Result<(Container, SocketAddr, u6
 /// SIGKILL once the container reached `state`, restarts the daemon and
 /// checks that the container answers with its counter at `hits + 1`.
 fn kill_during(daemon: &mut Daemon, web: &Container, address: SocketAddr, hits: u64, command: &str, state: &str) -> Result<()> {
-    // The CLI fails once the daemon is gone; only the kill matters.
-    let mut request = daemon
-        .cli_command(&[command, web.name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    daemon.wait_for_state(web.name(), state, STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(500));
-    daemon.kill()?;
-    request.wait()?;
+    daemon.kill_during_request(command, web.name(), state, Duration::from_millis(500))?;
 
     // Let the engine finish or abandon the interrupted operation.
     thread::sleep(Duration::from_secs(8));
     println!("after the kill: running={}, checkpoints={:?}", web.is_running()?, web.checkpoints()?);
 
     daemon.restart()?;
-    let status = daemon.wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
-        entry["state"] == "awake" || entry["state"] == "asleep"
-    })?;
+    let status = daemon.wait_for_any_state(web.name(), &["awake", "asleep"], STATE_TIMEOUT)?;
     println!("after the restart: {status}");
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");

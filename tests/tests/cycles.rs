@@ -1,12 +1,11 @@
 //! One container goes through several sleep and wake cycles in a row.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Result;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 const CYCLES: u64 = 5;
@@ -14,13 +13,8 @@ const CYCLES: u64 = 5;
 #[test]
 fn five_cycles_keep_counter() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("cycles", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let first = parse_hits(&wait_for_http(address, STARTUP_TIMEOUT)?)?;
+    let (web, address, first) =
+        start_on_loopback(Container::builder("cycles", HTTP_COUNTER_IMAGE).managed("3s"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
 
     for cycle in 1..=CYCLES {

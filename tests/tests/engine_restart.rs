@@ -3,7 +3,6 @@
 //! own.
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
@@ -11,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use lightwhale_tests::command::run;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT,
+    http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT,
     STARTUP_TIMEOUT, STATE_TIMEOUT,
 };
 
@@ -53,14 +53,11 @@ fn daemon_survives_engine_restart() -> Result<()> {
         return Ok(());
     };
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("engine-restart", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .option("--restart=unless-stopped")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(
+        Container::builder("engine-restart", HTTP_COUNTER_IMAGE)
+            .managed("3s")
+            .option("--restart=unless-stopped"),
+    )?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
 
     restart_dockerd(dockerd)?;

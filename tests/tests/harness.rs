@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::Result;
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::http::http_get_path;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::redis::redis_cli;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Netns, Network, HTTP_COUNTER_IMAGE,
@@ -17,13 +18,8 @@ use lightwhale_tests::{
 
 #[test]
 fn http_counter_counts_and_allocates() -> Result<()> {
-    let port = free_port()?;
-    let web = Container::builder("harness-counter", HTTP_COUNTER_IMAGE)
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-
-    let first = parse_hits(&wait_for_http(address, STARTUP_TIMEOUT)?)?;
+    let (web, address, first) =
+        start_on_loopback(Container::builder("harness-counter", HTTP_COUNTER_IMAGE))?;
     assert_eq!(parse_hits(&http_get(address)?)?, first + 1);
     assert_eq!(parse_hits(&http_get(address)?)?, first + 2);
 

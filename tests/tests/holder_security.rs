@@ -7,10 +7,8 @@ use std::process::Command;
 use anyhow::{anyhow, Context, Result};
 use lightwhale_tests::command::output;
 use lightwhale_tests::http::curl_args;
-use lightwhale_tests::{
-    free_port, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT,
-    STARTUP_TIMEOUT,
-};
+use lightwhale_tests::http_counter::start_on_loopback;
+use lightwhale_tests::{Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT};
 
 /// Returns the holder's address from the daemon's start-up log line.
 fn holder_address(daemon: &Daemon) -> Result<SocketAddr> {
@@ -25,12 +23,8 @@ fn holder_address(daemon: &Daemon) -> Result<SocketAddr> {
 #[test]
 fn holder_rejects_direct_connections() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("holder-direct", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    wait_for_http(SocketAddr::from(([127, 0, 0, 1], port)), STARTUP_TIMEOUT)?;
+    let (web, _, _) =
+        start_on_loopback(Container::builder("holder-direct", HTTP_COUNTER_IMAGE).managed("3s"))?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
 
     let holder = holder_address(&daemon)?;

@@ -1,16 +1,15 @@
 //! Which traffic keeps a container awake, and where its idle timeout comes
 //! from.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lightwhale_tests::command::run;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 /// A container that receives a request every second, with a 3 s idle
@@ -18,13 +17,8 @@ use lightwhale_tests::{
 #[test]
 fn busy_container_stays_awake() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("busy", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let first = parse_hits(&wait_for_http(address, STARTUP_TIMEOUT)?)?;
+    let (web, address, first) =
+        start_on_loopback(Container::builder("busy", HTTP_COUNTER_IMAGE).managed("3s"))?;
     let awake = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     assert_eq!(awake["idle_timeout_ms"], 3000, "{awake}");
 
@@ -70,13 +64,9 @@ fn busy_container_stays_awake() -> Result<()> {
 #[test]
 fn cli_timeout_applies_without_label() -> Result<()> {
     let daemon = Daemon::start(&["--idle-timeout", "3s"])?;
-    let port = free_port()?;
-    let web = Container::builder("cli-timeout", HTTP_COUNTER_IMAGE)
-        .label("lightwhale.enable", "true")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let hits = parse_hits(&wait_for_http(address, STARTUP_TIMEOUT)?)?;
+    let (web, address, hits) = start_on_loopback(
+        Container::builder("cli-timeout", HTTP_COUNTER_IMAGE).label("lightwhale.enable", "true"),
+    )?;
 
     let awake = daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     assert_eq!(awake["idle_timeout_ms"], 3000, "{awake}");
@@ -102,13 +92,8 @@ fn cli_timeout_applies_without_label() -> Result<()> {
 #[test]
 fn user_stop_during_idle_timeout_stops() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("user-stop", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("user-stop", HTTP_COUNTER_IMAGE).managed("3s"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
 
     let started = Instant::now();

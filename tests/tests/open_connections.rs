@@ -4,26 +4,21 @@
 //! and checkpoint it.
 
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 #[test]
 fn silent_connection_keeps_container_awake() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("open-connection", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("open-connection", HTTP_COUNTER_IMAGE).managed("3s"))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
 
     // A request that is never finished keeps the connection open and quiet.
@@ -51,14 +46,11 @@ fn silent_connection_keeps_container_awake() -> Result<()> {
 #[test]
 fn close_label_resets_silent_connection_and_sleeps() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("close-connections", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .label("lightwhale.open-connections", "close")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(
+        Container::builder("close-connections", HTTP_COUNTER_IMAGE)
+            .managed("3s")
+            .label("lightwhale.open-connections", "close"),
+    )?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     let hits = parse_hits(&http_get(address)?)?;
 

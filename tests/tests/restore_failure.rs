@@ -2,17 +2,16 @@
 //! without it and answers its clients; with `lightwhale.on-restore-failure=fail`
 //! it stays stopped. Either way the cause is shown and the checkpoint kept.
 
-use std::fs;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use lightwhale_tests::command::{output, run};
+use lightwhale_tests::criu_images::damage_criu_images;
 use lightwhale_tests::http::curl_args;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT, STATE_TIMEOUT,
 };
 
 /// Damages every CRIU image of the container's only checkpoint and returns
@@ -28,17 +27,7 @@ fn damage_checkpoint(container: &Container) -> Result<String> {
         .join(container.id())
         .join("checkpoints")
         .join(checkpoint);
-    let mut damaged = 0;
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "img") {
-            fs::write(&path, b"damaged")?;
-            damaged += 1;
-        }
-    }
-    if damaged == 0 {
-        bail!("no CRIU images in {}", dir.display());
-    }
+    let damaged = damage_criu_images(&dir)?;
     println!("damaged {damaged} images in {}", dir.display());
     Ok(checkpoint.clone())
 }
@@ -46,13 +35,8 @@ fn damage_checkpoint(container: &Container) -> Result<String> {
 #[test]
 fn damaged_checkpoint_starts_cold() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("cold-start", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("cold-start", HTTP_COUNTER_IMAGE).managed("3s"))?;
     assert!(parse_hits(&http_get(address)?)? > 1);
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
     let checkpoint = damage_checkpoint(&web)?;
@@ -71,14 +55,11 @@ fn damaged_checkpoint_starts_cold() -> Result<()> {
 #[test]
 fn damaged_checkpoint_with_fail_stays_stopped() -> Result<()> {
     let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("restore-fail", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .label("lightwhale.on-restore-failure", "fail")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(
+        Container::builder("restore-fail", HTTP_COUNTER_IMAGE)
+            .managed("3s")
+            .label("lightwhale.on-restore-failure", "fail"),
+    )?;
     daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
     let checkpoint = damage_checkpoint(&web)?;
 

@@ -9,17 +9,19 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lightwhale_tests::command::{output, run};
+use lightwhale_tests::criu_images::damage_criu_images;
 use lightwhale_tests::http::{curl_args, http_get_path};
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, wait_until, Container, ContainerBuilder, Daemon, Network,
-    HTTP_COUNTER_IMAGE, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, wait_until, Container, ContainerBuilder, Daemon, Network, HTTP_COUNTER_IMAGE,
+    STATE_TIMEOUT,
 };
 
 /// Name under which the setup registers the runtime in dockerd.
@@ -49,14 +51,8 @@ fn runc_counter(
     mib: u32,
     configure: impl FnOnce(ContainerBuilder) -> ContainerBuilder,
 ) -> Result<(Container, SocketAddr, u64)> {
-    let port = free_port()?;
-    let builder = Container::builder(hint, HTTP_COUNTER_IMAGE)
-        .runtime(RUNTIME)
-        .managed("10m")
-        .publish("127.0.0.1", port, 8080);
-    let web = configure(builder).start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let builder = Container::builder(hint, HTTP_COUNTER_IMAGE).runtime(RUNTIME).managed("10m");
+    let (web, address, _) = start_on_loopback(configure(builder))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     http_get_path(address, &format!("/alloc?mib={mib}"))?;
     let hits = parse_hits(&http_get(address)?)?;
@@ -87,23 +83,6 @@ fn checkpoint_dir(daemon: &Daemon, web: &Container) -> PathBuf {
 fn wait_for_removal(daemon: &Daemon, web: &Container) -> Result<()> {
     let dir = checkpoint_dir(daemon, web);
     wait_until(&format!("{} to be removed", dir.display()), STATE_TIMEOUT, || Ok((!dir.exists()).then_some(())))
-}
-
-/// Overwrites every CRIU image of a checkpoint and returns how many.
-fn damage_images(dir: &Path) -> Result<usize> {
-    let images = dir.join("images");
-    let mut damaged = 0;
-    for entry in fs::read_dir(&images).with_context(|| format!("cannot read {}", images.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "img") {
-            fs::write(&path, b"damaged")?;
-            damaged += 1;
-        }
-    }
-    if damaged == 0 {
-        bail!("no CRIU images in {}", images.display());
-    }
-    Ok(damaged)
 }
 
 #[test]
@@ -197,15 +176,7 @@ fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
     // Large enough for the checkpoint to take about a second.
     let (web, address, hits) = runc_counter(&daemon, "runc-crash", 1024, |builder| builder)?;
 
-    let mut request = daemon
-        .cli_command(&["sleep", web.name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    daemon.wait_for_state(web.name(), "sleeping", STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(300));
-    daemon.kill()?;
-    request.wait()?;
+    daemon.kill_during_request("sleep", web.name(), "sleeping", Duration::from_millis(300))?;
     wait_until("runc checkpoint to stop the container", STATE_TIMEOUT, || Ok((!web.is_running()?).then_some(())))?;
     let state = fs::read_to_string(daemon.state_dir().join("state.json")).unwrap_or_default();
     println!("after the kill: state file {state:?}");
@@ -233,23 +204,13 @@ fn kill_during_runc_restore_loses_nothing() -> Result<()> {
     let (web, address, hits) = runc_counter(&daemon, "runc-crash-wake", 1024, |builder| builder)?;
     sleep_through_runc(&daemon, &web)?;
 
-    let mut request = daemon
-        .cli_command(&["wake", web.name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    daemon.wait_for_state(web.name(), "waking", STATE_TIMEOUT)?;
-    thread::sleep(Duration::from_millis(300));
-    daemon.kill()?;
-    request.wait()?;
+    daemon.kill_during_request("wake", web.name(), "waking", Duration::from_millis(300))?;
     // Let the engine finish or abandon the restore.
     thread::sleep(Duration::from_secs(5));
     println!("after the kill: running={}", web.is_running()?);
 
     daemon.restart()?;
-    let status = daemon.wait_for_status(web.name(), "awake or asleep", STATE_TIMEOUT, |entry| {
-        entry["state"] == "awake" || entry["state"] == "asleep"
-    })?;
+    let status = daemon.wait_for_any_state(web.name(), &["awake", "asleep"], STATE_TIMEOUT)?;
     println!("after the restart: {status}");
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, hits + 1, "the container lost its state: {body:?}");
@@ -267,7 +228,7 @@ fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
     let daemon = Daemon::start(&[])?;
     let (web, address, _) = runc_counter(&daemon, "runc-cold", 16, |builder| builder)?;
     let (_, dir) = sleep_through_runc(&daemon, &web)?;
-    println!("damaged {} images in {}", damage_images(&dir)?, dir.display());
+    println!("damaged {} images in {}", damage_criu_images(&dir.join("images"))?, dir.display());
 
     let body = http_get(address)?;
     assert_eq!(parse_hits(&body)?, 1, "expected a cold start with a fresh counter: {body:?}");
@@ -292,7 +253,7 @@ fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
         builder.label("lightwhale.on-restore-failure", "fail")
     })?;
     let (_, dir) = sleep_through_runc(&daemon, &web)?;
-    damage_images(&dir)?;
+    damage_criu_images(&dir.join("images"))?;
 
     let attempt = output(Command::new("curl").args(curl_args(address, "/")))?;
     assert!(

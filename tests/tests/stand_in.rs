@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use lightwhale_tests::command::run;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Daemon, Network, HTTP_COUNTER_IMAGE,
     SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -36,15 +37,12 @@ impl Chain {
             .network(network)
             .env("UPSTREAM", &format!("{}:8080", db.name()))
             .start()?;
-        let port = free_port()?;
-        let web = Container::builder("web", HTTP_COUNTER_IMAGE)
-            .managed(idle_timeout)
-            .network(network)
-            .env("UPSTREAM", &format!("{}:8080", api.name()))
-            .publish("127.0.0.1", port, 8080)
-            .start()?;
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for_http(address, STARTUP_TIMEOUT)?;
+        let (web, address, _) = start_on_loopback(
+            Container::builder("web", HTTP_COUNTER_IMAGE)
+                .managed(idle_timeout)
+                .network(network)
+                .env("UPSTREAM", &format!("{}:8080", api.name())),
+        )?;
         Ok(Chain { web, api, db, address })
     }
 

@@ -1,14 +1,11 @@
 //! Containers without the opt-in label are left alone.
 
-use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
-use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, Container, Daemon, HTTP_COUNTER_IMAGE,
-    SLEEP_TIMEOUT, STARTUP_TIMEOUT,
-};
+use lightwhale_tests::http_counter::start_on_loopback;
+use lightwhale_tests::{http_get, parse_hits, Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT};
 
 /// The daemon's default idle timeout is set to 3 s, so a daemon that
 /// wrongly managed the unlabelled container would checkpoint it during the
@@ -17,21 +14,10 @@ use lightwhale_tests::{
 fn unlabelled_container_never_sleeps() -> Result<()> {
     let daemon = Daemon::start(&["--idle-timeout", "3s"])?;
 
-    let managed_port = free_port()?;
-    let managed = Container::builder("managed", HTTP_COUNTER_IMAGE)
-        .managed("3s")
-        .publish("127.0.0.1", managed_port, 8080)
-        .start()?;
-    let unmanaged_port = free_port()?;
-    let unmanaged = Container::builder("unmanaged", HTTP_COUNTER_IMAGE)
-        .publish("127.0.0.1", unmanaged_port, 8080)
-        .start()?;
-    let unmanaged_address = SocketAddr::from(([127, 0, 0, 1], unmanaged_port));
-    wait_for_http(
-        SocketAddr::from(([127, 0, 0, 1], managed_port)),
-        STARTUP_TIMEOUT,
-    )?;
-    let hits = parse_hits(&wait_for_http(unmanaged_address, STARTUP_TIMEOUT)?)?;
+    let (managed, _, _) =
+        start_on_loopback(Container::builder("managed", HTTP_COUNTER_IMAGE).managed("3s"))?;
+    let (unmanaged, unmanaged_address, hits) =
+        start_on_loopback(Container::builder("unmanaged", HTTP_COUNTER_IMAGE))?;
 
     daemon.wait_for_state(managed.name(), "asleep", SLEEP_TIMEOUT)?;
     // Leave the unmanaged container idle for two more idle timeouts.

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use lightwhale_tests::http::http_get_path;
-use lightwhale_tests::{
-    free_port, wait_for_http, wait_until, Container, Daemon, HTTP_COUNTER_IMAGE, STARTUP_TIMEOUT,
-    STATE_TIMEOUT,
-};
+use lightwhale_tests::http_counter::start_on_loopback;
+use lightwhale_tests::{wait_until, Container, Daemon, HTTP_COUNTER_IMAGE, STATE_TIMEOUT};
 
 /// Connections the holder keeps open for one container.
 const PER_CONTAINER_LIMIT: usize = 1024;
@@ -26,14 +24,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Starts a managed http-counter that never sleeps on its own, with the
 /// given wake timeout, and waits until it serves.
 fn start_container(daemon: &Daemon, hint: &str, wake_timeout: &str) -> Result<(Container, SocketAddr)> {
-    let port = free_port()?;
-    let web = Container::builder(hint, HTTP_COUNTER_IMAGE)
-        .managed("1h")
-        .label("lightwhale.wake-timeout", wake_timeout)
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let (web, address, _) = start_on_loopback(
+        Container::builder(hint, HTTP_COUNTER_IMAGE)
+            .managed("1h")
+            .label("lightwhale.wake-timeout", wake_timeout),
+    )?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     Ok((web, address))
 }

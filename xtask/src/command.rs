@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
+use lightwhale_tests::command::describe;
 
 /// Runs a command with inherited output and fails with its command line
 /// when it does not succeed.
@@ -13,13 +14,4 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
         bail!("`{line}` failed: {status}");
     }
     Ok(())
-}
-
-/// Formats a command as a shell-like line for messages.
-pub fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|part| part.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -7,13 +7,13 @@
 //! debootstrap. Each image carries the label `lightwhale.test=1`, which
 //! Docker copies to every container created from it.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use lightwhale_tests::command::{describe, run};
 
 /// The HTTP workload with an in-memory hit counter (`tests/src/bin/http-counter.rs`).
 pub const HTTP_COUNTER_IMAGE: &str = "lightwhale-test/http-counter:latest";
@@ -437,24 +437,6 @@ fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs `command` and returns its standard output, or an error naming the
-/// command and holding its standard error.
-fn run(command: &mut Command) -> Result<String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("failed to start `{}`", describe(command)))?;
-    if !output.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            describe(command),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// Runs `command` with its output going to this process's output, for long
 /// steps whose progress the user should see.
 fn run_streaming(command: &mut Command) -> Result<()> {
@@ -466,14 +448,6 @@ fn run_streaming(command: &mut Command) -> Result<()> {
         bail!("`{}` failed ({status})", describe(command));
     }
     Ok(())
-}
-
-fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(OsStr::to_string_lossy)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

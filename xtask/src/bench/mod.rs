@@ -165,6 +165,15 @@ fn markdown(report: &Report) -> String {
     text
 }
 
+/// Marks whether a number meets its target, for the Markdown tables.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "✓"
+    } else {
+        "✗"
+    }
+}
+
 /// Writes results.json, results.md and, with wake results, wake.svg.
 fn write(output: &Path, report: &Report) -> Result<()> {
     let json = serde_json::to_string_pretty(report)?;

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::machine::meminfo_kib;
 use super::stats::Summary;
-use super::Bench;
+use super::{verdict, Bench};
 
 /// Threads that run `docker run` and `docker rm` at the same time.
 const DOCKER_THREADS: usize = 4;
@@ -321,15 +321,6 @@ pub fn markdown(results: &Results) -> String {
         results.hwm_mib,
     ));
     text
-}
-
-/// Marks whether a number meets its target.
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "✓"
-    } else {
-        "✗"
-    }
 }
 
 #[cfg(test)]

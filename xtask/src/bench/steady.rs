@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::load::{self, Load, Outcome};
 use super::scale::{clock_ticks_per_second, process_cpu_ticks};
 use super::stats::Summary;
-use super::Bench;
+use super::{verdict, Bench};
 
 /// Load on each path before the first measurement, not recorded.
 const WARM_UP: Duration = Duration::from_secs(2);
@@ -564,15 +564,6 @@ pub fn markdown(results: &Results) -> String {
         }
     }
     text
-}
-
-/// Marks whether a number meets its target.
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "✓"
-    } else {
-        "✗"
-    }
 }
 
 #[cfg(test)]
