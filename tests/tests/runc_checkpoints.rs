@@ -20,8 +20,8 @@ use lightwhale_tests::http::{curl_args, http_get_path};
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
 use lightwhale_tests::{
-    http_get, parse_hits, wait_until, Container, ContainerBuilder, Daemon, Network, HTTP_COUNTER_IMAGE,
-    STATE_TIMEOUT,
+    free_port, http_get, parse_hits, wait_for_http, wait_until, Container, ContainerBuilder, Daemon, Network,
+    HTTP_COUNTER_IMAGE, STARTUP_TIMEOUT, STATE_TIMEOUT,
 };
 
 /// Name under which the setup registers the runtime in dockerd.
