@@ -23,6 +23,7 @@ pub mod netns;
 pub mod network;
 pub mod redis;
 pub mod restore_copies;
+pub mod runtime;
 pub mod wait;
 
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! managing them as usual, the daemon recovers them after `kill -9`, a
 //! damaged checkpoint follows `lightwhale.on-restore-failure`, the
 //! checkpoint's files go away after the wake and with the container, and
-//! no checkpoint leaves the container's cgroup frozen.
+//! a daemon killed during a checkpoint leaves no container frozen.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -13,34 +13,20 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use lightwhale_tests::command::{output, run};
 use lightwhale_tests::criu_images::damage_criu_images;
 use lightwhale_tests::http::{curl_args, http_get_path};
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
+use lightwhale_tests::runtime::{freezer_file, lightwhale_runtime_registered, LIGHTWHALE_RUNTIME};
 use lightwhale_tests::{
-    free_port, http_get, parse_hits, wait_for_http, wait_until, Container, ContainerBuilder, Daemon, Network,
-    HTTP_COUNTER_IMAGE, STARTUP_TIMEOUT, STATE_TIMEOUT,
+    http_get, parse_hits, wait_until, Container, ContainerBuilder, Daemon, Network, HTTP_COUNTER_IMAGE,
+    STATE_TIMEOUT,
 };
-
-/// Name under which the setup registers the runtime in dockerd.
-const RUNTIME: &str = "lightwhale";
 
 /// Memory the container holds, so that its checkpoint has a realistic size.
 const HELD_MIB: u32 = 256;
-
-/// Returns whether dockerd has the `lightwhale` runtime registered, so that
-/// the tests can skip with a reason on an engine without it. In CI, whose
-/// setup registers it, a missing runtime is an error.
-fn runtime_registered() -> Result<bool> {
-    let runtimes = run(Command::new("docker").args(["info", "--format", "{{json .Runtimes}}"]))?;
-    let registered = runtimes.contains(&format!("\"{RUNTIME}\""));
-    if !registered && std::env::var("CI").is_ok_and(|value| value == "true") {
-        bail!("dockerd has no {RUNTIME} runtime, which the setup registers: {runtimes}");
-    }
-    Ok(registered)
-}
 
 /// Starts a managed counter of the `lightwhale` runtime that allocates
 /// `mib` MiB, waits until the daemon manages it, and returns it with its
@@ -51,7 +37,7 @@ fn runc_counter(
     mib: u32,
     configure: impl FnOnce(ContainerBuilder) -> ContainerBuilder,
 ) -> Result<(Container, SocketAddr, u64)> {
-    let builder = Container::builder(hint, HTTP_COUNTER_IMAGE).runtime(RUNTIME).managed("10m");
+    let builder = Container::builder(hint, HTTP_COUNTER_IMAGE).runtime(LIGHTWHALE_RUNTIME).managed("10m");
     let (web, address, _) = start_on_loopback(configure(builder))?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
     http_get_path(address, &format!("/alloc?mib={mib}"))?;
@@ -70,7 +56,7 @@ fn sleep_through_runc(daemon: &Daemon, web: &Container) -> Result<(serde_json::V
     let checkpoint = asleep["checkpoint"].as_str().context("asleep without a checkpoint")?.to_owned();
     let dir = checkpoint_dir(daemon, web).join(&checkpoint);
     assert!(dir.join("images").is_dir(), "no CRIU images in {}: {asleep}", dir.display());
-    assert!(web.checkpoints()?.is_empty(), "Docker has a checkpoint of a container of the runtime {RUNTIME}");
+    assert!(web.checkpoints()?.is_empty(), "Docker has a checkpoint of a container of the runtime {LIGHTWHALE_RUNTIME}");
     Ok((asleep, dir))
 }
 
@@ -87,8 +73,8 @@ fn wait_for_removal(daemon: &Daemon, web: &Container) -> Result<()> {
 
 #[test]
 fn runc_sleep_and_wake_keep_state() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime; run xtask/setup-host.sh or register it as the README says");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime; run xtask/setup-host.sh or register it as the README says");
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
@@ -143,8 +129,8 @@ fn runc_sleep_and_wake_keep_state() -> Result<()> {
 
 #[test]
 fn runc_sleeper_survives_daemon_kill() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
@@ -168,8 +154,8 @@ fn runc_sleeper_survives_daemon_kill() -> Result<()> {
 /// it in its state directory although the state file does not name it.
 #[test]
 fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
@@ -195,8 +181,8 @@ fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
 /// began it, the restarted daemon serves the container with its state.
 #[test]
 fn kill_during_runc_restore_loses_nothing() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
@@ -221,8 +207,8 @@ fn kill_during_runc_restore_loses_nothing() -> Result<()> {
 
 #[test]
 fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
@@ -244,8 +230,8 @@ fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
 
 #[test]
 fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
@@ -280,8 +266,8 @@ fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
 #[test]
 fn runc_wake_serves_clients_of_its_address() -> Result<()> {
     const CLIENTS: usize = 16;
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     // Dropped last, after the daemon removed the stand-in.
@@ -321,79 +307,13 @@ fn runc_wake_serves_clients_of_its_address() -> Result<()> {
     Ok(())
 }
 
-/// Returns the file that freezes the cgroup of container `id` as runc
-/// records it: the v1 freezer controller's `freezer.state` where the host
-/// has one, else `cgroup.freeze` of its cgroup v2.
-fn freezer_file(id: &str) -> Result<PathBuf> {
-    for root in fs::read_dir("/run/docker")?.flatten() {
-        let state_file = root.path().join("moby").join(id).join("state.json");
-        let Ok(bytes) = fs::read(&state_file) else {
-            continue;
-        };
-        let state: serde_json::Value = serde_json::from_slice(&bytes)?;
-        let paths = &state["cgroup_paths"];
-        if let Some(dir) = paths["freezer"].as_str() {
-            return Ok(Path::new(dir).join("freezer.state"));
-        }
-        if let Some(dir) = paths[""].as_str() {
-            return Ok(Path::new(dir).join("cgroup.freeze"));
-        }
-        bail!("{} names no cgroup with a freezer", state_file.display());
-    }
-    bail!("no runc state of {id} under /run/docker/runtime-*/moby")
-}
-
-/// A checkpoint through runc that CRIU cannot complete leaves the container
-/// running and thawed: the daemon freezes the cgroup before CRIU, and CRIU
-/// freezes it again after a failed dump.
-#[test]
-fn failed_runc_checkpoint_leaves_container_thawed() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
-        return Ok(());
-    }
-    // A Unix socket whose peer is the test process, outside the container:
-    // CRIU refuses to dump a connection to an external Unix socket.
-    let dir = std::env::temp_dir().join(format!("lightwhale-runc-external-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    let listener = std::os::unix::net::UnixListener::bind(dir.join("peer.sock"))?;
-
-    let daemon = Daemon::start(&[])?;
-    let port = free_port()?;
-    let web = Container::builder("runc-undumpable", HTTP_COUNTER_IMAGE)
-        .runtime(RUNTIME)
-        .managed("3s")
-        .option(&format!("--volume={}:/external", dir.display()))
-        .env("HOLD_UNIX_SOCKET", "/external/peer.sock")
-        .publish("127.0.0.1", port, 8080)
-        .start()?;
-    let (_peer, _) = listener.accept()?;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_http(address, STARTUP_TIMEOUT)?;
-    let hits = parse_hits(&http_get(address)?)?;
-
-    let failed = daemon.wait_for_status(web.name(), "a checkpoint error", STATE_TIMEOUT, |entry| {
-        entry["last_error"].as_str().is_some_and(|error| error.contains("checkpoint failed"))
-    })?;
-    println!("after the failed checkpoint: {failed}");
-    assert_eq!(failed["state"], "awake", "{failed}");
-    assert!(web.is_running()?, "the container stopped after the failed checkpoint");
-    let freezer = fs::read_to_string(freezer_file(web.id())?)?;
-    assert!(matches!(freezer.trim(), "THAWED" | "0"), "the container's cgroup is {freezer:?}");
-    assert_eq!(parse_hits(&http_get(address)?)?, hits + 1, "the container lost its state");
-
-    drop(web);
-    fs::remove_dir_all(&dir)?;
-    Ok(())
-}
-
 /// A container of the runtime whose cgroup a stopped daemon left frozen,
 /// as a daemon killed right after it froze the cgroup for a checkpoint
 /// would, is thawed when the daemon starts again.
 #[test]
 fn daemon_start_thaws_frozen_runc_container() -> Result<()> {
-    if !runtime_registered()? {
-        println!("skipped: dockerd has no {RUNTIME} runtime");
+    if !lightwhale_runtime_registered()? {
+        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
