@@ -239,6 +239,7 @@ mod tests {
             labels: HashMap::new(),
             running: true,
             paused: false,
+            started_at_ms: None,
             pid: None,
             network_mode: NetworkMode::Own,
             auto_remove: false,

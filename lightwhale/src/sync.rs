@@ -23,6 +23,13 @@ use crate::{
 // be checkpointed while it shuts down.
 const SIGNALLED_HOLD_OFF: Duration = Duration::from_secs(120);
 
+/// Returns whether the container's processes last started after the
+/// checkpoint called `checkpoint` was taken.
+fn started_after(info: &ContainerInfo, checkpoint: &str) -> bool {
+    info.started_at_ms
+        .is_some_and(|started| started > crate::docker::checkpoint_time(checkpoint))
+}
+
 impl Daemon {
     /// Re-reads every container from the engine and forgets those that are
     /// gone.
@@ -146,15 +153,21 @@ impl Daemon {
                 }
             }
         };
+        // The state file records what Docker forgot when the container
+        // stopped: its former addresses, and the ports held for it.
+        let saved = self.store.sleeping(&info.id);
+        // A wake keeps the checkpoint that it restored from until the next
+        // one. A container started after its newest checkpoint was taken
+        // was woken, or started over, since: once stopped, it is stopped,
+        // not asleep. The state file, which a checkpoint of a killed daemon
+        // may not have reached, settles it when it lists the container.
+        let checkpoint = checkpoint.filter(|name| saved.is_some() || !started_after(&info, name));
         let state = match (info.running, &checkpoint) {
             (true, _) => State::Awake,
             (false, Some(_)) => State::Asleep,
             (false, None) => State::Stopped,
         };
 
-        // The state file records what Docker forgot when the container
-        // stopped: its former addresses, and the ports held for it.
-        let saved = self.store.sleeping(&info.id);
         if state != State::Asleep && saved.is_some() {
             if let Err(error) = self.store.forget(&info.id) {
                 warn!(container = %info.name, %error, "cannot update the state file");

@@ -1,10 +1,15 @@
 //! A daemon killed with SIGKILL while containers sleep serves them again
-//! after a restart, with their memory state intact.
+//! after a restart, with their memory state intact, and a restarted daemon
+//! leaves a container that the user stopped after a wake stopped.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use lightwhale_tests::command::run;
+use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, Daemon, Network, HTTP_COUNTER_IMAGE,
     SLEEP_TIMEOUT, STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -67,5 +72,39 @@ fn sleepers_survive_daemon_kill() -> Result<()> {
         println!("{} answered after the restart in {:?}: {}", container.name(), started.elapsed(), body.trim());
         assert_eq!(parse_hits(&body)?, before + 1, "{} lost its state", container.name());
     }
+    Ok(())
+}
+
+/// A container stopped with `docker stop` after a wake keeps the checkpoint
+/// it was restored from, and stays stopped when the daemon starts again:
+/// that checkpoint is older than its last start, so restoring it would
+/// bring back memory from before the wake.
+#[test]
+fn stopped_after_wake_stays_stopped_after_restart() -> Result<()> {
+    let mut daemon = Daemon::start(&[])?;
+    let (web, address, _) =
+        start_on_loopback(Container::builder("stopped-after-wake", HTTP_COUNTER_IMAGE).managed("10m"))?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    daemon.cli(&["sleep", web.name()])?;
+    daemon.wait_for_state(web.name(), "asleep", SLEEP_TIMEOUT)?;
+    let hits = parse_hits(&http_get(address)?)?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    run(Command::new("docker").args(["stop", "--time", "1", web.id()]))?;
+    daemon.wait_for_state(web.name(), "stopped", STATE_TIMEOUT)?;
+    assert!(!web.checkpoints()?.is_empty(), "the checkpoint of the wake is gone, so nothing is tested");
+
+    daemon.stop()?;
+    daemon.restart()?;
+    let status = daemon.wait_for_state(web.name(), "stopped", STATE_TIMEOUT)?;
+    println!("after the restart: {status}");
+    assert!(http_get(address).is_err(), "the stopped container's port was answered");
+    thread::sleep(Duration::from_secs(2));
+    assert!(!web.is_running()?, "a connection restored the stopped container from an old checkpoint");
+
+    // Started by hand, it starts over rather than resuming the old memory.
+    run(Command::new("docker").args(["start", web.id()]))?;
+    wait_for_http(address, STARTUP_TIMEOUT)?;
+    let body = http_get(address)?;
+    assert!(parse_hits(&body)? <= hits, "the container resumed from a checkpoint: {body:?}");
     Ok(())
 }

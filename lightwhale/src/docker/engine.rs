@@ -230,7 +230,7 @@ pub fn new_checkpoint_name() -> String {
 }
 
 /// Returns the creation time encoded in a checkpoint name, 0 if it has none.
-pub(crate) fn checkpoint_time(name: &str) -> u128 {
+pub fn checkpoint_time(name: &str) -> u128 {
     name.strip_prefix(CHECKPOINT_PREFIX)
         .and_then(|millis| millis.parse().ok())
         .unwrap_or(0)

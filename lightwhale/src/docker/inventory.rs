@@ -25,6 +25,9 @@ pub struct ContainerInfo {
     pub running: bool,
     /// Whether `docker pause` froze its processes.
     pub paused: bool,
+    /// When its processes last started, or were restored, in milliseconds
+    /// since the Unix epoch; `None` for a container that never started.
+    pub started_at_ms: Option<u128>,
     /// PID of its init process while it runs.
     pub pid: Option<u32>,
     /// `HostConfig.NetworkMode`, which decides whether lightwhale can hold
@@ -103,6 +106,7 @@ impl ContainerInfo {
         let state = response.state.unwrap_or_default();
         let running = state.running.unwrap_or(false);
         let paused = state.paused.unwrap_or(false);
+        let started_at_ms = state.started_at.as_deref().and_then(unix_millis);
         let pid = state
             .pid
             .filter(|pid| running && *pid > 0)
@@ -145,6 +149,7 @@ impl ContainerInfo {
             labels,
             running,
             paused,
+            started_at_ms,
             pid,
             network_mode,
             auto_remove,
@@ -256,6 +261,14 @@ fn published_ports(map: Option<&PortMap>) -> Vec<PublishedPort> {
     ports
 }
 
+/// Converts a time that Docker reports, such as `StartedAt`, to
+/// milliseconds since the Unix epoch. Docker reports a container that never
+/// started as 0001-01-01, before the epoch, which gives `None`.
+fn unix_millis(time: &str) -> Option<u128> {
+    let time = humantime::parse_rfc3339(time).ok()?;
+    Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use bollard::models::PortBinding;
@@ -302,5 +315,12 @@ mod tests {
         assert_eq!(NetworkMode::parse("mynet"), NetworkMode::Own);
         assert_eq!(NetworkMode::parse("host"), NetworkMode::Host);
         assert_eq!(NetworkMode::parse("container:abc"), NetworkMode::Container("abc".into()));
+    }
+
+    #[test]
+    fn docker_times_convert_to_unix_millis() {
+        assert_eq!(unix_millis("2026-12-05T04:59:09.872098963Z"), Some(1_796_446_749_872));
+        assert_eq!(unix_millis("0001-01-01T00:00:00Z"), None);
+        assert_eq!(unix_millis(""), None);
     }
 }

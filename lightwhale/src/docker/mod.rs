@@ -11,7 +11,7 @@ mod restore_copies;
 pub mod runc_checkpoint;
 pub mod stand_in;
 
-pub use engine::{Engine, EngineError};
+pub use engine::{checkpoint_time, Engine, EngineError};
 pub use inventory::{ContainerInfo, Endpoint, NetworkMode, PublishedPort, STAND_IN_LABEL};
 pub use preflight::{check_engine, Checkpointing};
 pub use restore_copies::remove_all as remove_restore_copies;
