@@ -48,7 +48,7 @@ pub enum CriuCacheError {
     Write { path: PathBuf, source: io::Error },
 }
 
-/// A cache that the daemon wrote, removed again by [`InstalledCache::remove`].
+/// A cache that the daemon wrote, removed again when this value is dropped.
 #[derive(Debug)]
 pub struct InstalledCache {
     bytes: Vec<u8>,
@@ -72,9 +72,10 @@ pub async fn install(criu: &Path) -> Result<Option<InstalledCache>, CriuCacheErr
     Ok(Some(InstalledCache { bytes }))
 }
 
-impl InstalledCache {
-    /// Removes the cache, unless another CRIU replaced it meanwhile.
-    pub fn remove(self) {
+/// Removes the cache when the daemon stops, or fails to start after it
+/// wrote the cache, unless another CRIU replaced it meanwhile.
+impl Drop for InstalledCache {
+    fn drop(&mut self) {
         match fs::read(CACHE) {
             Ok(bytes) if bytes == self.bytes => {
                 if let Err(error) = fs::remove_file(CACHE) {

@@ -1,6 +1,8 @@
 //! The daemon: its shared state, its background tasks and its shutdown.
 
 use std::{
+    fs::{File, OpenOptions},
+    os::unix::{fs::OpenOptionsExt as _, io::AsRawFd as _},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -110,6 +112,9 @@ impl std::ops::DerefMut for DataPlaneGuard<'_> {
     }
 }
 
+/// File whose lock a running daemon holds.
+const INSTANCE_LOCK: &str = "/run/lightwhale.lock";
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -117,6 +122,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         bail!("lightwhale run must run as root: it loads eBPF programs and checkpoints containers");
     }
 
+    // Held until the daemon exits, crash included. Taken before anything
+    // else, so that a second daemon changes nothing of the running one.
+    let _instance = lock_instance()?;
     raise_file_limit();
     let engine = Engine::connect().await.context("cannot connect to the Docker engine")?;
     let checkpointing = check_engine(&engine).await?;
@@ -140,7 +148,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    let store = Store::open(&settings.state_dir)?;
+    // The store's error already names the path and the cause.
+    let store = Store::open(&settings.state_dir).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot use the state directory {} ({error}): set --state-dir or LIGHTWHALE_STATE_DIR to a directory that root can create and write",
+            settings.state_dir.display()
+        )
+    })?;
     let runc = RuncCheckpointer::new(
         checkpointing.runc.clone().unwrap_or_else(|| PathBuf::from("runc")),
         checkpointing.criu.clone(),
@@ -245,14 +259,36 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     nat_bypass::remove().await;
-    if let Some(cache) = criu_cache {
-        cache.remove();
-    }
+    drop(criu_cache);
     // Dropping the data plane detaches every program and removes the pins.
     drop(daemon.data_plane.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
     control::remove(&settings.socket);
     info!("stopped");
     Ok(())
+}
+
+/// Takes the host-wide lock of the daemon, [`INSTANCE_LOCK`]: one daemon
+/// owns the pins under `/sys/fs/bpf/lightwhale`, the nat chain and the
+/// stand-ins, whatever control socket it uses. The lock goes with the
+/// returned file, and with the process.
+fn lock_instance() -> anyhow::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(INSTANCE_LOCK)
+        .with_context(|| format!("cannot open {INSTANCE_LOCK}"))?;
+    // SAFETY: flock has no memory-safety preconditions, and the descriptor
+    // stays open while `file` lives.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!("another lightwhale daemon is already running on this host (it holds {INSTANCE_LOCK}): stop it first");
+        }
+        return Err(error).with_context(|| format!("cannot lock {INSTANCE_LOCK}"));
+    }
+    Ok(file)
 }
 
 /// Raises the soft limit of open files to the hard limit: every held or

@@ -340,7 +340,7 @@ impl Drop for Daemon {
 }
 
 /// Returns the daemon binary named by `LIGHTWHALE_BIN`.
-fn daemon_binary() -> Result<PathBuf> {
+pub fn daemon_binary() -> Result<PathBuf> {
     let Some(binary) = std::env::var_os("LIGHTWHALE_BIN") else {
         bail!(
             "LIGHTWHALE_BIN is not set; set it to the absolute path of the built lightwhale \

@@ -1,5 +1,6 @@
 //! A stopped daemon leaves no eBPF programs, pins, iptables chain, CRIU
-//! cache or listeners behind, and sleeping containers stay asleep.
+//! cache or listeners behind, and sleeping containers stay asleep. A
+//! second daemon leaves a running one alone.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lightwhale_common::programs;
 use lightwhale_tests::command::{output, run};
+use lightwhale_tests::daemon::daemon_binary;
 use lightwhale_tests::http::curl_args;
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{Container, Daemon, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT};
@@ -183,4 +185,34 @@ fn cgroup2_mount() -> Result<String> {
         }
     }
     bail!("no cgroup2 filesystem is mounted")
+}
+
+/// A second daemon stops at once with the reason, before it changes
+/// anything of the running one, even with a control socket and a state
+/// directory of its own.
+#[test]
+fn second_daemon_leaves_first_intact() -> Result<()> {
+    let daemon = Daemon::start(&[])?;
+    let dir = std::env::temp_dir().join(format!("lightwhale-second-{}", std::process::id()));
+    let second = output(
+        Command::new(daemon_binary()?)
+            .arg("run")
+            .arg("--socket")
+            .arg(dir.join("lightwhale.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state")),
+    )?;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second daemon started: {stderr}");
+    assert!(stderr.contains("another lightwhale daemon is already running"), "{stderr}");
+    assert!(!dir.exists(), "the second daemon created {}", dir.display());
+
+    daemon.status()?;
+    let nat_rules = run(Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
+    assert!(nat_rules.contains(NAT_CHAIN), "the first daemon lost its {NAT_CHAIN} chain:\n{nat_rules}");
+    let run_is_tmpfs = run(Command::new("stat").args(["-f", "-c", "%T", "/run"]))?.trim() == "tmpfs";
+    if !run_is_tmpfs {
+        assert!(Path::new(CRIU_CACHE).exists(), "the first daemon lost {CRIU_CACHE}");
+    }
+    Ok(())
 }
