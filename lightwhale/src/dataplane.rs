@@ -289,7 +289,7 @@ impl DataPlane {
             }
             None => {
                 let result = match self.holding.remove(&slot) {
-                    Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(error) if is_missing_key(&error) => Ok(()),
                     other => other,
                 };
                 if result.is_ok() && self.holding_slots.remove(&slot) {
@@ -336,7 +336,10 @@ impl DataPlane {
     /// so that the programs keep looking the entry up.
     fn release_key(&mut self, key: ListenKey) {
         match self.listeners.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
+            Ok(()) => {
+                self.listener_keys.remove(&key);
+            }
+            Err(error) if is_missing_key(&error) => {
                 self.listener_keys.remove(&key);
             }
             Err(error) => warn!(%error, "cannot remove a listener entry"),
@@ -430,6 +433,17 @@ fn attach_tc(
                 .attach(interface, attach_type)
                 .map_err(|source| DataPlaneError::Program { name, source })
         }
+    }
+}
+
+/// Returns whether a map operation failed because the key was not there:
+/// aya reports a missing key of a hash map either way, depending on the
+/// operation.
+fn is_missing_key(error: &aya::maps::MapError) -> bool {
+    match error {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(error) => error.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
