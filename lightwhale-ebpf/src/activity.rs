@@ -186,12 +186,19 @@ fn is_ipv4_tcp_syn(ctx: &TcContext) -> bool {
     }
 }
 
-/// Returns whether a packet shows that someone uses the container: any IPv4
-/// packet, and IPv6 packets other than ICMPv6. ARP and IPv6 neighbour
-/// discovery keep flowing while nobody talks to the container, so they must
-/// not keep it awake.
+/// Returns whether a packet shows that someone uses the container: a
+/// unicast IPv4 packet, or a unicast IPv6 packet other than ICMPv6. ARP,
+/// IPv6 neighbour discovery and frames to every port of the bridge, such as
+/// the multicast listener reports of a container that starts, keep flowing
+/// while nobody talks to the container, so they must not keep it awake.
 #[inline(always)]
 fn is_workload_traffic(ctx: &TcContext) -> bool {
+    // The group bit of the destination MAC address marks broadcast and
+    // multicast frames.
+    match ctx.load::<u8>(0) {
+        Ok(first_octet) if first_octet & 1 == 0 => {}
+        _ => return false,
+    }
     // SAFETY: `skb` points at the context the kernel passed to this program.
     let ethertype = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     match ethertype {

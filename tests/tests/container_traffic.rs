@@ -1,6 +1,8 @@
-//! Traffic between containers counts as activity, and containers that
-//! lightwhale cannot hold are listed with the reason and left alone.
+//! Traffic between containers counts as activity, broadcast frames do not,
+//! and containers that lightwhale cannot hold are listed with the reason
+//! and left alone.
 
+use std::net::{Ipv4Addr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,9 @@ use lightwhale_tests::{
     free_port, http_get, Container, Daemon, Network, HTTP_COUNTER_IMAGE, SLEEP_TIMEOUT,
     STATE_TIMEOUT,
 };
+
+/// UDP port that the test's datagrams go to; nothing listens on it.
+const DISCARD_PORT: u16 = 9;
 
 /// A database that only another container talks to stays awake while it is
 /// used, and sleeps once that stops.
@@ -101,5 +106,46 @@ fn unmanageable_containers_are_reported() -> Result<()> {
         assert!(container.is_running()?, "{} was stopped", container.name());
         assert!(container.checkpoints()?.is_empty(), "{} was checkpointed", container.name());
     }
+    Ok(())
+}
+
+/// Frames to every port of a bridge, such as broadcasts, are no sign that
+/// anyone uses a container, so they do not count as its activity, while a
+/// unicast packet does.
+#[test]
+fn broadcast_frames_do_not_count() -> Result<()> {
+    // Dropped last, after the daemon removed the stand-ins.
+    let network = Network::create_with_subnet("broadcast", "10.231.14.0/24")?;
+    let daemon = Daemon::start(&[])?;
+    let web = Container::builder("broadcast-web", HTTP_COUNTER_IMAGE)
+        .managed("10m")
+        .network(&network)
+        .start()?;
+    daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
+    let template = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name());
+    let address: Ipv4Addr = web.inspect(&template)?.trim().parse()?;
+    let received = |daemon: &Daemon| -> Result<u64> {
+        let status = daemon
+            .container_status(web.name())?
+            .ok_or_else(|| anyhow!("{} is not listed", web.name()))?;
+        Ok(status["rx_packets"].as_u64().unwrap_or(0))
+    };
+
+    // Let the container's own start-up chatter pass first.
+    thread::sleep(Duration::from_secs(2));
+    let before = received(&daemon)?;
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_broadcast(true)?;
+    for _ in 0..5 {
+        socket.send_to(b"lightwhale", (Ipv4Addr::new(10, 231, 14, 255), DISCARD_PORT))?;
+    }
+    thread::sleep(Duration::from_secs(1));
+    let after_broadcast = received(&daemon)?;
+    assert_eq!(after_broadcast, before, "broadcast frames counted as activity");
+
+    socket.send_to(b"lightwhale", (address, DISCARD_PORT))?;
+    thread::sleep(Duration::from_secs(1));
+    let after_unicast = received(&daemon)?;
+    assert!(after_unicast > after_broadcast, "a unicast packet was not counted");
     Ok(())
 }
