@@ -189,8 +189,8 @@ fn is_ipv4_tcp_syn(ctx: &TcContext) -> bool {
 /// Returns whether a packet shows that someone uses the container: a
 /// unicast IPv4 packet, or a unicast IPv6 packet other than ICMPv6. ARP,
 /// IPv6 neighbour discovery and frames to every port of the bridge, such as
-/// the multicast listener reports of a container that starts, keep flowing
-/// while nobody talks to the container, so they must not keep it awake.
+/// broadcasts and the multicast traffic of other containers, keep flowing
+/// while no client uses the container, so they must not keep it awake.
 #[inline(always)]
 fn is_workload_traffic(ctx: &TcContext) -> bool {
     // The group bit of the destination MAC address marks broadcast and
