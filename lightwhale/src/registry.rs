@@ -145,7 +145,10 @@ impl Record {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LookupError {
     /// Nothing matches.
-    #[error("no managed container matches {0:?}; `lightwhale status` lists them")]
+    #[error(
+        "no managed container matches {0:?}: `lightwhale status` lists the managed ones, and a container \
+         is managed when it has the label lightwhale.enable=true, or with `lightwhale run --all`"
+    )]
     NotFound(String),
     /// An id prefix matches several containers.
     #[error("{0:?} matches several containers; give more of the id or the name")]
