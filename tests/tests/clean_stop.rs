@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::io::Read as _;
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lightwhale_common::programs;
@@ -27,6 +28,9 @@ const PROGRAM_NAMES: [&str; 4] = [
 
 /// The daemon's chain in iptables' nat table.
 const NAT_CHAIN: &str = "LIGHTWHALE";
+
+/// How long a second daemon may take to stop with its error.
+const SECOND_DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// CRIU's cache of kernel features, which the daemon writes where `/run`
 /// is not a tmpfs.
@@ -194,16 +198,33 @@ fn cgroup2_mount() -> Result<String> {
 fn second_daemon_leaves_first_intact() -> Result<()> {
     let daemon = Daemon::start(&[])?;
     let dir = std::env::temp_dir().join(format!("lightwhale-second-{}", std::process::id()));
-    let second = output(
-        Command::new(daemon_binary()?)
-            .arg("run")
-            .arg("--socket")
-            .arg(dir.join("lightwhale.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("state")),
-    )?;
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success(), "a second daemon started: {stderr}");
+    let mut second = Command::new(daemon_binary()?)
+        .arg("run")
+        .arg("--socket")
+        .arg(dir.join("lightwhale.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // A second daemon that starts would run until it is stopped.
+    let deadline = Instant::now() + SECOND_DAEMON_TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            second.kill()?;
+            second.wait()?;
+            bail!("a second daemon was still running after {SECOND_DAEMON_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = second.stderr.take() {
+        pipe.read_to_string(&mut stderr)?;
+    }
+    assert!(!status.success(), "a second daemon exited successfully: {stderr}");
     assert!(stderr.contains("another lightwhale daemon is already running"), "{stderr}");
     assert!(!dir.exists(), "the second daemon created {}", dir.display());
 
