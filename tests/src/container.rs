@@ -1,7 +1,7 @@
 //! Docker containers created by a test and removed on drop.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -143,6 +143,15 @@ impl Container {
     pub fn inspect(&self, template: &str) -> Result<String> {
         let output = run(Command::new("docker").args(["inspect", "--format", template, &self.id]))?;
         Ok(output.trim().to_string())
+    }
+
+    /// Returns the container's IPv4 address on `network`.
+    pub fn address_on(&self, network: &Network) -> Result<Ipv4Addr> {
+        let template = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name());
+        let address = self.inspect(&template)?;
+        address
+            .parse()
+            .with_context(|| format!("{} has no address on {}: {address:?}", self.name(), network.name()))
     }
 
     /// Returns whether Docker reports the container's process as running.

@@ -122,8 +122,7 @@ fn broadcast_frames_do_not_count() -> Result<()> {
         .network(&network)
         .start()?;
     daemon.wait_for_state(web.name(), "awake", STATE_TIMEOUT)?;
-    let template = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name());
-    let address: Ipv4Addr = web.inspect(&template)?.trim().parse()?;
+    let address = web.address_on(&network)?;
     let received = |daemon: &Daemon| -> Result<u64> {
         let status = daemon
             .container_status(web.name())?

@@ -35,10 +35,7 @@ fn sleepers_survive_daemon_kill() -> Result<()> {
         .managed("3s")
         .network(&network)
         .start()?;
-    let internal_address = internal
-        .inspect(&format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name()))?
-        .trim()
-        .parse::<std::net::Ipv4Addr>()?;
+    let internal_address = internal.address_on(&network)?;
 
     let targets = [
         (&local, SocketAddr::from(([127, 0, 0, 1], loopback_port))),
@@ -76,9 +73,9 @@ fn sleepers_survive_daemon_kill() -> Result<()> {
 }
 
 /// A container stopped with `docker stop` after a wake keeps the checkpoint
-/// it was restored from, and stays stopped when the daemon starts again:
-/// that checkpoint is older than its last start, so restoring it would
-/// bring back memory from before the wake.
+/// it was restored from. It stays stopped when the daemon starts again,
+/// because restoring that older checkpoint would bring back memory from
+/// before the wake.
 #[test]
 fn stopped_after_wake_stays_stopped_after_restart() -> Result<()> {
     let mut daemon = Daemon::start(&[])?;

@@ -19,7 +19,7 @@ use lightwhale_tests::criu_images::damage_criu_images;
 use lightwhale_tests::http::{curl_args, http_get_path};
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::restore_copies::restore_copies_of;
-use lightwhale_tests::runtime::{freezer_file, lightwhale_runtime_registered, LIGHTWHALE_RUNTIME};
+use lightwhale_tests::runtime::{freezer_file, lightwhale_runtime_missing, LIGHTWHALE_RUNTIME};
 use lightwhale_tests::{
     http_get, parse_hits, wait_until, Container, ContainerBuilder, Daemon, Network, HTTP_COUNTER_IMAGE,
     STATE_TIMEOUT,
@@ -73,8 +73,7 @@ fn wait_for_removal(daemon: &Daemon, web: &Container) -> Result<()> {
 
 #[test]
 fn runc_sleep_and_wake_keep_state() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime; run xtask/setup-host.sh or register it as the README says");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
@@ -129,8 +128,7 @@ fn runc_sleep_and_wake_keep_state() -> Result<()> {
 
 #[test]
 fn runc_sleeper_survives_daemon_kill() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
@@ -154,8 +152,7 @@ fn runc_sleeper_survives_daemon_kill() -> Result<()> {
 /// it in its state directory although the state file does not name it.
 #[test]
 fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
@@ -181,8 +178,7 @@ fn kill_during_runc_checkpoint_loses_nothing() -> Result<()> {
 /// began it, the restarted daemon serves the container with its state.
 #[test]
 fn kill_during_runc_restore_loses_nothing() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;
@@ -207,8 +203,7 @@ fn kill_during_runc_restore_loses_nothing() -> Result<()> {
 
 #[test]
 fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
@@ -230,8 +225,7 @@ fn damaged_runc_checkpoint_starts_cold() -> Result<()> {
 
 #[test]
 fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
@@ -266,16 +260,14 @@ fn damaged_runc_checkpoint_with_fail_stays_stopped() -> Result<()> {
 #[test]
 fn runc_wake_serves_clients_of_its_address() -> Result<()> {
     const CLIENTS: usize = 16;
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     // Dropped last, after the daemon removed the stand-in.
     let network = Network::create_with_subnet("runc-address", "10.231.12.0/24")?;
     let daemon = Daemon::start(&[])?;
     let (web, _, hits) = runc_counter(&daemon, "runc-address", HELD_MIB, |builder| builder.network(&network))?;
-    let template = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name());
-    let target = SocketAddr::new(web.inspect(&template)?.trim().parse()?, 8080);
+    let target = SocketAddr::new(web.address_on(&network)?.into(), 8080);
     sleep_through_runc(&daemon, &web)?;
 
     // The first client wakes the container; the others connect every
@@ -312,8 +304,7 @@ fn runc_wake_serves_clients_of_its_address() -> Result<()> {
 /// would, is thawed when the daemon starts again.
 #[test]
 fn daemon_start_thaws_frozen_runc_container() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let mut daemon = Daemon::start(&[])?;

@@ -2,12 +2,12 @@
 //! processes, by name and by address: a stand-in keeps their names and
 //! addresses while they sleep.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use lightwhale_tests::command::run;
 use lightwhale_tests::http_counter::start_on_loopback;
 use lightwhale_tests::{
@@ -64,15 +64,6 @@ fn chain_counts(body: &str) -> Result<Vec<u64>> {
     Ok(counts)
 }
 
-fn address_on(container: &Container, network: &Network) -> Result<Ipv4Addr> {
-    let template = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", network.name());
-    let address = container.inspect(&template)?;
-    address
-        .trim()
-        .parse()
-        .with_context(|| format!("{} has no address on {}: {address:?}", container.name(), network.name()))
-}
-
 fn stand_ins() -> Result<Vec<String>> {
     let output = run(Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label={STAND_IN_LABEL}")))?;
     Ok(output.lines().map(str::to_owned).collect())
@@ -83,7 +74,7 @@ fn wake_chain_by_name(network: &Network) -> Result<()> {
     let chain = Chain::start(network, "3s")?;
     http_get(chain.address)?;
     let before = chain_counts(&http_get(chain.address)?)?;
-    let db_address = address_on(&chain.db, network)?;
+    let db_address = chain.db.address_on(network)?;
     println!("before the sleep: {before:?}, db at {db_address}");
 
     for container in chain.containers() {
@@ -102,7 +93,7 @@ fn wake_chain_by_name(network: &Network) -> Result<()> {
         let status = daemon.wait_for_state(container.name(), "awake", STATE_TIMEOUT)?;
         assert_eq!(status["wakes"], 1, "{status}");
     }
-    assert_eq!(address_on(&chain.db, network)?, db_address, "db woke with another address");
+    assert_eq!(chain.db.address_on(network)?, db_address, "db woke with another address");
     assert!(stand_ins()?.is_empty(), "stand-ins left after the wake: {:?}", stand_ins()?);
 
     // A stop while the chain sleeps removes the stand-ins too.
@@ -138,13 +129,13 @@ fn sleeping_address_stays_reserved() -> Result<()> {
         .network(&network)
         .start()?;
     daemon.wait_for_state(db.name(), "awake", STATE_TIMEOUT)?;
-    let db_address = address_on(&db, &network)?;
+    let db_address = db.address_on(&network)?;
     let target = SocketAddr::from((db_address, 8080));
     let hits = parse_hits(&wait_for_http(target, STARTUP_TIMEOUT)?)?;
 
     daemon.wait_for_state(db.name(), "asleep", SLEEP_TIMEOUT)?;
     let newcomer = Container::builder("newcomer", HTTP_COUNTER_IMAGE).network(&network).start()?;
-    let newcomer_address = address_on(&newcomer, &network)?;
+    let newcomer_address = newcomer.address_on(&network)?;
     assert_ne!(newcomer_address, db_address, "a new container received the sleeping db's address");
 
     // A client container that only knows the address.
@@ -165,7 +156,7 @@ fn sleeping_address_stays_reserved() -> Result<()> {
         .container_status(db.name())?
         .ok_or_else(|| anyhow!("{} is no longer listed", db.name()))?;
     assert_eq!(status["wakes"], 1, "{status}");
-    assert_eq!(address_on(&db, &network)?, db_address, "db woke with another address");
+    assert_eq!(db.address_on(&network)?, db_address, "db woke with another address");
 
     // A host process connecting to the sleeping container's own address.
     daemon.wait_for_state(db.name(), "asleep", SLEEP_TIMEOUT)?;
@@ -187,7 +178,7 @@ fn busy_client_keeps_db_awake() -> Result<()> {
     let network = Network::create("busy-db")?;
     let daemon = Daemon::start(&[])?;
     let chain = Chain::start(&network, "3s")?;
-    let db_address = address_on(&chain.db, &network)?;
+    let db_address = chain.db.address_on(&network)?;
     let target = SocketAddr::from((db_address, 8080));
 
     let started = Instant::now();

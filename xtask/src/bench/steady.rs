@@ -187,10 +187,7 @@ pub fn run(bench: &Bench) -> Result<Results> {
 
     let published = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_for_http(published, STARTUP_TIMEOUT)?;
-    let address = target.inspect(&format!("{{{{(index .NetworkSettings.Networks {:?}).IPAddress}}}}", network.name()))?;
-    let address: Ipv4Addr = address
-        .parse()
-        .with_context(|| format!("unexpected address {address:?} of {} on {}", target.name(), network.name()))?;
+    let address = target.address_on(&network)?;
     let client_pid = client.inspect("{{.State.Pid}}")?;
     let netns = PathBuf::from(format!("/proc/{client_pid}/ns/net"));
 
