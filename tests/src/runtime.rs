@@ -16,16 +16,21 @@ pub const LIGHTWHALE_RUNTIME: &str = "lightwhale";
 /// directory per runtime.
 const RUNC_STATE_ROOTS: &str = "/run/docker";
 
-/// Returns whether dockerd has the `lightwhale` runtime registered, so that
-/// a test can skip with a reason on an engine without it. In CI, whose
-/// setup registers it, a missing runtime is an error.
-pub fn lightwhale_runtime_registered() -> Result<bool> {
+/// Returns whether dockerd lacks the `lightwhale` runtime, after printing
+/// why the calling test skips. In CI, whose setup registers the runtime,
+/// a missing runtime is an error instead.
+pub fn lightwhale_runtime_missing() -> Result<bool> {
     let runtimes = run(Command::new("docker").args(["info", "--format", "{{json .Runtimes}}"]))?;
-    let registered = runtimes.contains(&format!("\"{LIGHTWHALE_RUNTIME}\""));
-    if !registered && std::env::var("CI").is_ok_and(|value| value == "true") {
+    if runtimes.contains(&format!("\"{LIGHTWHALE_RUNTIME}\"")) {
+        return Ok(false);
+    }
+    if std::env::var("CI").is_ok_and(|value| value == "true") {
         bail!("dockerd has no {LIGHTWHALE_RUNTIME} runtime, which the setup registers: {runtimes}");
     }
-    Ok(registered)
+    println!(
+        "skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime; run xtask/setup-host.sh or register it as the README says"
+    );
+    Ok(true)
 }
 
 /// Returns the file that freezes the cgroup of container `id` as runc

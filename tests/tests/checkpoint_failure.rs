@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use lightwhale_tests::runtime::{freezer_file, lightwhale_runtime_registered, LIGHTWHALE_RUNTIME};
+use lightwhale_tests::runtime::{freezer_file, lightwhale_runtime_missing, LIGHTWHALE_RUNTIME};
 use lightwhale_tests::{
     free_port, http_get, parse_hits, wait_for_http, Container, ContainerBuilder, Daemon, HTTP_COUNTER_IMAGE,
     STARTUP_TIMEOUT, STATE_TIMEOUT,
@@ -99,8 +99,7 @@ fn checkpoint_failure_keeps_container_running() -> Result<()> {
 /// it again after a failed dump, so the daemon has to thaw it.
 #[test]
 fn failed_runc_checkpoint_leaves_container_thawed() -> Result<()> {
-    if !lightwhale_runtime_registered()? {
-        println!("skipped: dockerd has no {LIGHTWHALE_RUNTIME} runtime");
+    if lightwhale_runtime_missing()? {
         return Ok(());
     }
     let daemon = Daemon::start(&[])?;
