@@ -65,11 +65,11 @@ impl Daemon {
             .collect();
         let runc = self.runc.clone();
         tokio::task::spawn_blocking(move || {
+            let ids: Vec<String> = awake.iter().map(|(id, _)| id.clone()).collect();
+            for id in remove_restore_copies(&ids) {
+                info!(id = %short(&id), "removed containerd's copy of a checkpoint left by an earlier restore");
+            }
             for (id, may_be_frozen) in awake {
-                let removed = remove_restore_copies(&id);
-                if removed > 0 {
-                    info!(id = %short(&id), removed, "removed containerd's copies of checkpoints left by an earlier restore");
-                }
                 if !may_be_frozen {
                     continue;
                 }

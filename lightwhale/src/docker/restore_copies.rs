@@ -54,11 +54,28 @@ pub fn remove_new(before: &HashSet<PathBuf>, id: &str) -> usize {
     removed
 }
 
-/// Removes every copy that belongs to container `id`, and returns how many
-/// it removed. Only for a running container, whose restore finished, so
-/// that runc no longer reads its copies.
-pub fn remove_all(id: &str) -> usize {
-    remove_new(&HashSet::new(), id)
+/// Removes every copy that belongs to one of the containers `ids`, and
+/// returns the id of each removed copy's container. Only for running
+/// containers, whose restores finished, so that runc no longer reads their
+/// copies. The temporary directory is listed once for all of them.
+pub fn remove_all(ids: &[String]) -> Vec<String> {
+    let Ok(found) = copies(Path::new(TEMP_DIR)) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for copy in found {
+        let Ok(image) = fs::read(copy.join(CGROUP_IMAGE)) else {
+            continue;
+        };
+        let Some(id) = ids.iter().find(|id| contains(&image, id.as_bytes())) else {
+            continue;
+        };
+        match fs::remove_dir_all(&copy) {
+            Ok(()) => removed.push(id.clone()),
+            Err(error) => tracing::warn!(path = %copy.display(), %error, "cannot remove containerd's copy of a checkpoint"),
+        }
+    }
+    removed
 }
 
 /// Lists the `ctrd-checkpoint*` directories in `dir`.
