@@ -150,6 +150,11 @@ impl Engine {
         let Some(mut info) = self.inspect(&id).await? else {
             return Err(EngineError::Unexpected(format!("stand-in {name} vanished after its start")));
         };
+        // NOTE: on a network without a user-configured subnet, two containers
+        // that sleep at the same moment free both addresses before either
+        // stand-in starts, so the stand-ins can swap them and both leave.
+        // Serializing sleeps per network, from the checkpoint to the
+        // stand-in's start, would prevent it.
         let wrong: Vec<String> = info
             .endpoints
             .iter()
